@@ -1,0 +1,1 @@
+"""SAM data preparation: SA-1B reading, subset choice, teacher-embedding shards, sample data."""

@@ -1,0 +1,1 @@
+"""SAM evaluation: point grids, masks from embeddings, IoU, reports."""

@@ -1,0 +1,130 @@
+"""Sample-wise Re-Weighting (SRW), Sections 3.2-3.3 of Yu et al., ACCV 2024.
+
+The teacher's features say which items of a group (the samples of a batch, or the
+patches of one image) lie in sparse regions of feature space: their average cosine
+similarity to the group is low (Eq. 4). Their distillation loss then gets a larger
+weight (Eq. 5), and the loss of the group is the weighted sum (Eq. 6).
+
+Shapes: a *group* is the last item axis. Leading dims are independent groups,
+e.g. ``[B, N, D]`` features give ``[B, N]`` similarities and weights, one group of
+N patches per image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+NORMALIZERS = ("softmax", "reverse", "sum", "uniform")
+
+# Norm floor for zero feature vectors: a zero vector has cosine 0 with everything.
+_NORM_EPS = 1e-12
+
+
+def _check_group(size: int, what: str) -> None:
+    if size < 2:
+        raise ValueError(f"{what}: a group needs at least 2 items to compare, got {size}")
+
+
+def average_similarity(features: torch.Tensor, dim: int = -2) -> torch.Tensor:
+    """Mean cosine similarity of each item with all items of its group, Eq. 4.
+
+    ``avesim_i = 1/N sum_j cos(f_i, f_j) = <f_i/|f_i|, mean_j f_j/|f_j|>``, computed
+    exactly in O(N*D) time and memory; the N x N similarity matrix is never built.
+    The item itself is included in the mean, as in Eq. 4.
+
+    Args:
+        features: ``[..., N, D]`` teacher features (any float dtype; computed in float32).
+        dim: the item axis N. The feature axis is the last one, so for ``[B, C, H, W]``
+            maps first bring channels last (``x.flatten(2).transpose(1, 2)``).
+
+    Returns:
+        ``[...]`` with the item axis kept and the feature axis removed, e.g.
+        ``[B, N]`` for ``[B, N, D]``; float32. Zero vectors give 0, never NaN.
+    """
+    if features.ndim < 2:
+        raise ValueError(f"features: need at least 2 dims [..., N, D], got shape {tuple(features.shape)}")
+    item_dim = dim % features.ndim
+    if item_dim == features.ndim - 1:
+        raise ValueError("dim: the item axis must differ from the last (feature) axis")
+    _check_group(features.shape[item_dim], "features")
+    items = features.float().movedim(item_dim, -2)  # [..., N, D]
+    inverse_norms = items.norm(dim=-1).clamp_min(_NORM_EPS).reciprocal()  # [..., N]; zero vectors -> 0 below
+    # Two matrix-vector products, no normalised copy of the features and no N x N matrix.
+    centroid = torch.einsum("...n,...nd->...d", inverse_norms, items) / items.shape[-2]  # mean_j f_j/|f_j|
+    avesim = torch.einsum("...nd,...d->...n", items, centroid) * inverse_norms  # <f_i/|f_i|, centroid>
+    return avesim.movedim(-1, item_dim)
+
+
+def _check_tau(tau: float) -> float:
+    tau = float(tau)
+    if not math.isfinite(tau) or tau <= 0:
+        raise ValueError(f"tau: must be a finite number > 0, got {tau}")
+    return tau
+
+
+def _sum_normalize(values: torch.Tensor) -> torch.Tensor:
+    """Eq. 7, ``(x - x_min) / sum_j (x_j - x_min)`` over the last dim; all-equal -> uniform."""
+    shifted = values - values.amin(dim=-1, keepdim=True)
+    total = shifted.sum(dim=-1, keepdim=True)
+    uniform = torch.full_like(values, 1.0 / values.shape[-1])
+    return torch.where(total > 0, shifted / total.clamp_min(torch.finfo(values.dtype).tiny), uniform)
+
+
+@torch.no_grad()
+def srw_weights(avesim: torch.Tensor, tau: float, normalizer: str = "softmax") -> torch.Tensor:
+    """Per-item loss weights over the last dim; they sum to 1 and carry no gradient.
+
+    Args:
+        avesim: ``[..., N]`` average similarities (from :func:`average_similarity`).
+        tau: temperature of Eq. 5, > 0; smaller means stronger re-weighting.
+        normalizer: how similarities become weights:
+            ``"softmax"``: Eq. 5, ``softmax(-avesim / tau)``; low similarity (tail) weighs more.
+            ``"reverse"``: Table 7's ablation, ``softmax(+avesim / tau)``; head items weigh more.
+            ``"sum"``: Table 9's SumNormalizer, Eq. 7 applied to ``x = -avesim``:
+            ``w_i = (avesim_max - avesim_i) / sum_j (avesim_max - avesim_j)``, so tail
+            items still weigh more and the most typical item gets 0. Eq. 7 is scale
+            invariant, so tau has no effect here (it is still validated). A group whose
+            values are all equal gets uniform weights.
+            ``"uniform"``: ``1/N``, the plain mean of Eq. 3 (the vanilla baseline).
+
+    Returns:
+        ``[..., N]`` float32 weights, detached.
+    """
+    tau = _check_tau(tau)
+    if normalizer not in NORMALIZERS:
+        raise ValueError(f"normalizer: unknown {normalizer!r}, expected one of {', '.join(NORMALIZERS)}")
+    if avesim.ndim < 1:
+        raise ValueError("avesim: need at least 1 dim [..., N], got a scalar")
+    _check_group(avesim.shape[-1], "avesim")
+    values = avesim.detach().float()
+    if normalizer == "softmax":
+        return torch.softmax(-values / tau, dim=-1)  # softmax subtracts the max: stable for small tau
+    if normalizer == "reverse":
+        return torch.softmax(values / tau, dim=-1)
+    if normalizer == "sum":
+        return _sum_normalize(-values)
+    return torch.full_like(values, 1.0 / values.shape[-1])
+
+
+def reweighted_mean(per_item_loss: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Eq. 6, ``sum_i w_i L_i`` over the last dim, then the mean over leading dims.
+
+    Args:
+        per_item_loss: ``[..., N]`` unreduced losses (from :mod:`mobilesam_srw.losses`).
+        weights: ``[..., N]`` weights of each group, e.g. from :func:`srw_weights`.
+
+    Returns:
+        A scalar: one weighted sum per group, averaged over groups (e.g. over the batch).
+    """
+    if per_item_loss.shape != weights.shape:
+        raise ValueError(
+            f"weights: shape {tuple(weights.shape)} does not match per_item_loss shape "
+            f"{tuple(per_item_loss.shape)}"
+        )
+    if per_item_loss.ndim < 1:
+        raise ValueError("per_item_loss: need at least 1 dim [..., N], got a scalar")
+    weights = weights.detach().to(per_item_loss.dtype)
+    return (per_item_loss * weights).sum(dim=-1).mean()

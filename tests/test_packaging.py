@@ -1,0 +1,82 @@
+"""The distribution: stage folders install inside our namespace, the console script works."""
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import mobilesam_srw
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES = ["pyproject.toml", "README.md", "mobilesam_srw", "data_prep", "eval", "viz"]
+
+
+@pytest.fixture(scope="module")
+def wheel_files(tmp_path_factory) -> list[str]:
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "src"
+    source.mkdir()
+    for name in SOURCES:
+        path = REPO / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(path, source / name)
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work / "dist"), str(source)]
+    if importlib.util.find_spec("setuptools") is not None:
+        command.insert(4, "--no-build-isolation")
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    (wheel,) = (work / "dist").glob("mobilesam_srw-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.namelist()
+
+
+def test_wheel_has_no_top_level_stage_modules(wheel_files):
+    top_level = {name.split("/")[0] for name in wheel_files}
+    assert not top_level & {"eval", "viz", "data_prep", "scripts", "tests"}
+    assert "mobilesam_srw" in top_level
+
+
+def test_wheel_maps_stages_into_namespace(wheel_files):
+    for stage in ("data_prep", "eval", "viz"):
+        assert f"mobilesam_srw/{stage}/__init__.py" in wheel_files
+    assert "mobilesam_srw/srw.py" in wheel_files
+    entry_points = [name for name in wheel_files if name.endswith("entry_points.txt")]
+    assert entry_points
+
+
+def test_installed_stages_import_from_namespace_only(tmp_path):
+    code = (
+        "import importlib.util, mobilesam_srw.data_prep, mobilesam_srw.eval, mobilesam_srw.viz;"
+        "print([importlib.util.find_spec(m) is None for m in ('data_prep', 'viz')])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[True, True]"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mobilesam_srw", *args], capture_output=True, text=True)
+
+
+def test_cli_version_and_help():
+    version = run_cli("--version")
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"srw-sam {mobilesam_srw.__version__}"
+    help_text = run_cli("--help")
+    assert help_text.returncode == 0 and "usage: srw-sam" in help_text.stdout and "--version" in help_text.stdout
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "srw-sam"
+    assert script.exists(), "srw-sam is not installed next to this interpreter"
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("srw-sam ")
+
+
+def test_unknown_command_exits_2():
+    result = run_cli("frobnicate")
+    assert result.returncode == 2

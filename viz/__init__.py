@@ -1,0 +1,1 @@
+"""Figures: SRW weight heatmaps and mask comparisons."""
