@@ -19,8 +19,13 @@ Run = Callable[[argparse.Namespace], int]
 
 
 def _subcommands() -> dict[str, tuple[str, AddArguments, Run]]:
-    """Name -> (one-line help, add_arguments, run). Imported lazily: ``--help`` stays fast."""
-    return {}
+    """Name -> (one-line help, add_arguments, run). Each ``run`` imports its stage lazily."""
+    from mobilesam_srw.commands import precompute, sample_data
+
+    return {
+        "precompute": (precompute.HELP, precompute.add_arguments, precompute.run),
+        "make-sample-data": (sample_data.HELP, sample_data.add_arguments, sample_data.run),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -10,6 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+
+from mobilesam_srw.atomic import write_json  # noqa: F401  (re-exported for the scripts)
 
 
 def machine_description() -> str:
@@ -33,11 +34,3 @@ def seconds_per_call(fn: Callable[[], object], repeats: int, warmup: int = 1) ->
     for _ in range(repeats):
         fn()
     return (time.perf_counter() - start) / repeats
-
-
-def write_json(path: Path, results: dict) -> None:
-    """Write ``results`` atomically (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(results, indent=2))
-    temporary.replace(path)

@@ -1,0 +1,77 @@
+"""Output side of precompute: complete shards, their part records, and the merged manifest.
+
+Layout of an output folder::
+
+    precompute.json          the run's identity (teacher, input size, dtype, plan fingerprint)
+    shard-000000.tar ...     WebDataset shards (format: mobilesam_srw.shards)
+    parts/shard-000000.json  per shard: keys written, samples skipped; written after its tar
+    teacher_tiny.pth         only for --teacher tiny: the random teacher, for eval
+    manifest.json            written last, when every shard is complete
+
+A shard counts as complete when its part record exists; both are written atomically.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import webdataset as wds
+
+from mobilesam_srw import shards
+from mobilesam_srw.atomic import atomic_path, read_json, write_json
+
+RUN_FILE = "precompute.json"
+PARTS_DIR = "parts"
+
+
+def shard_name(index: int) -> str:
+    return shards.SHARD_PATTERN.format(index=index)
+
+
+def part_path(out: Path, index: int) -> Path:
+    return out / PARTS_DIR / f"{Path(shard_name(index)).stem}.json"
+
+
+def is_complete(out: Path, index: int) -> bool:
+    return part_path(out, index).is_file() and (out / shard_name(index)).is_file()
+
+
+def write_shard(out: Path, index: int, samples: list[dict], skipped: list[dict], fingerprint: str) -> int:
+    """Write shard ``index`` then its part record; returns the shard's size in bytes."""
+    path = out / shard_name(index)
+    with atomic_path(path) as temporary:
+        with wds.TarWriter(str(temporary), encoder=False, mtime=0) as writer:
+            for sample in samples:
+                writer.write(sample)
+    size = path.stat().st_size
+    part_path(out, index).parent.mkdir(exist_ok=True)
+    write_json(
+        part_path(out, index),
+        {
+            "shard": path.name,
+            "fingerprint": fingerprint,
+            "keys": [sample["__key__"] for sample in samples],
+            "skipped": skipped,
+            "bytes": size,
+        },
+    )
+    return size
+
+
+def merge_manifest(out: Path, run: dict, num_shards: int, plan_skipped: list[dict]) -> dict:
+    """Merge every part record into ``manifest.json``; all shards must be complete."""
+    parts = [read_json(part_path(out, index)) for index in range(num_shards)]
+    skipped = plan_skipped + [skip for part in parts for skip in part["skipped"]]
+    manifest = {
+        "format_version": shards.FORMAT_VERSION,
+        **run,
+        "samples_written": sum(len(part["keys"]) for part in parts),
+        "samples_skipped": len(skipped),
+        "bytes": sum(part["bytes"] for part in parts),
+        "shards": [{"name": part["shard"], "samples": len(part["keys"]), "bytes": part["bytes"]} for part in parts],
+        "skipped": skipped,
+        "completed": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(out / shards.MANIFEST_NAME, manifest)
+    return manifest

@@ -1,0 +1,173 @@
+"""The teacher-embedding shard format: fields, embedding encodings, manifest, reader.
+
+A shard is a WebDataset tar. Each sample ``<key>`` has these members:
+
+- ``<key>.jpg``: the RGB image resized so its longest side is the encoder input size
+  (``ResizeLongestSide``, not padded), JPEG quality 95.
+- ``<key>.emb.npy``: the teacher embedding ``[C, H, W]``: float16 (``fp16``), float32
+  (``fp32``), or int8 (``int8``) with
+- ``<key>.emb_scale.npy`` (``int8`` only): float32 ``[H, W]``, one scale per patch:
+  ``embedding = int8 * scale[None]``, ``scale = max_c |x_c| / 127`` (symmetric, per patch).
+- ``<key>.avesim.npy``: float32 ``[H, W]``, Eq. 4 over the H*W patches of the float32
+  embedding (before any rounding), so any tau can be trained later.
+- ``<key>.json``: ``original_size`` and ``input_size`` as ``[h, w]``, ``source`` (tar or
+  folder), ``image`` (SA-1B's image record) and ``annotations`` (SA-1B's COCO-RLE masks).
+
+Arrays are ``.npy`` written with ``allow_pickle=False`` and read the same way; nothing in
+a shard is ever unpickled. ``manifest.json`` at the top of the folder describes them all.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SHARD_PATTERN = "shard-{index:06d}.tar"
+EMBEDDING_DTYPES = ("fp16", "fp32", "int8")
+JPEG_QUALITY = 95
+
+IMAGE_FIELD = "jpg"
+EMBEDDING_FIELD = "emb.npy"
+SCALE_FIELD = "emb_scale.npy"
+AVESIM_FIELD = "avesim.npy"
+META_FIELD = "json"
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def quantize_int8(embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[C, H, W]`` float -> (int8 ``[C, H, W]``, float32 scale ``[H, W]``), symmetric per patch."""
+    embedding = embedding.astype(np.float32, copy=False)
+    scale = np.abs(embedding).max(axis=0) / 127.0
+    safe = np.where(scale > 0, scale, 1.0)
+    quantized = np.clip(np.rint(embedding / safe[None]), -127, 127).astype(np.int8)
+    return quantized, scale.astype(np.float32)
+
+
+def dequantize_int8(quantized: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    return quantized.astype(np.float32) * scale[None]
+
+
+def encode_embedding(embedding: np.ndarray, dtype: str) -> dict[str, bytes]:
+    """Shard fields for a float32 ``[C, H, W]`` embedding stored as ``dtype``."""
+    if dtype == "int8":
+        quantized, scale = quantize_int8(embedding)
+        return {EMBEDDING_FIELD: npy_bytes(quantized), SCALE_FIELD: npy_bytes(scale)}
+    if dtype in ("fp16", "fp32"):
+        return {EMBEDDING_FIELD: npy_bytes(embedding.astype(np.float16 if dtype == "fp16" else np.float32))}
+    raise ValueError(f"dtype: unknown embedding dtype {dtype!r}, expected one of {', '.join(EMBEDDING_DTYPES)}")
+
+
+def decode_embedding(fields: dict[str, bytes]) -> np.ndarray:
+    """The float32 ``[C, H, W]`` embedding of a sample's fields, whatever its storage dtype."""
+    stored = load_npy(fields[EMBEDDING_FIELD])
+    if stored.dtype == np.int8:
+        return dequantize_int8(stored, load_npy(fields[SCALE_FIELD]))
+    return stored.astype(np.float32)
+
+
+def encode_sample(
+    key: str, jpeg: bytes, embedding: np.ndarray, avesim: np.ndarray, meta: dict, dtype: str
+) -> dict[str, object]:
+    """A WebDataset sample dict (all values bytes) for ``webdataset.TarWriter(..., encoder=False)``."""
+    return {
+        "__key__": key,
+        IMAGE_FIELD: jpeg,
+        **encode_embedding(embedding, dtype),
+        AVESIM_FIELD: npy_bytes(avesim.astype(np.float32)),
+        META_FIELD: json.dumps(meta).encode(),
+    }
+
+
+@dataclass
+class ShardSample:
+    """One decoded sample.
+
+    Args:
+        key: the SA-1B stem, e.g. ``sa_1``.
+        image: ``[h, w, 3]`` uint8 RGB, longest side = the encoder input size.
+        embedding: ``[C, H, W]`` float32 teacher embedding.
+        avesim: ``[H, W]`` float32 average similarity of each patch (Eq. 4).
+        meta: the sample's JSON record.
+    """
+
+    key: str
+    image: np.ndarray
+    embedding: np.ndarray
+    avesim: np.ndarray
+    meta: dict
+
+
+def decode_image(jpeg: bytes) -> np.ndarray:
+    import cv2  # imported here: only readers of images need OpenCV
+
+    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("image: not a decodable JPEG")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def encode_image(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise ValueError("image: JPEG encoding failed")
+    return data.tobytes()
+
+
+def decode_sample(raw: dict, with_image: bool = True) -> ShardSample:
+    """Decode a raw WebDataset sample (field -> bytes); unknown fields are ignored, never unpickled."""
+    return ShardSample(
+        key=raw["__key__"],
+        image=decode_image(raw[IMAGE_FIELD]) if with_image else np.empty((0, 0, 3), np.uint8),
+        embedding=decode_embedding(raw),
+        avesim=load_npy(raw[AVESIM_FIELD]),
+        meta=json.loads(raw[META_FIELD]),
+    )
+
+
+def shard_paths(patterns: Iterable[str | Path]) -> list[str]:
+    """Expand globs, folders (their ``*.tar``) and files into a sorted list of shard paths."""
+    import glob
+
+    found: set[str] = set()
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found.update(str(p) for p in path.glob("*.tar"))
+        else:
+            found.update(glob.glob(str(pattern)))
+    return sorted(found)
+
+
+def iterate_shards(paths: Iterable[str], with_image: bool = True):
+    """Decoded :class:`ShardSample` of the shards in order, read with WebDataset, one process."""
+    import webdataset as wds
+
+    pipeline = wds.DataPipeline(
+        wds.SimpleShardList(list(paths)),
+        wds.tarfile_to_samples(),
+    )
+    for raw in pipeline:
+        yield decode_sample(raw, with_image=with_image)
+
+
+def read_manifest(folder: Path) -> dict | None:
+    path = Path(folder) / MANIFEST_NAME
+    return json.loads(path.read_text()) if path.is_file() else None
