@@ -127,6 +127,11 @@ def _teacher_identity(config: PrecomputeConfig) -> tuple[dict, "torch.nn.Module"
         sam_config = sam_teacher.SAM_CONFIGS.get(config.teacher)
         if config.teacher == "tiny":
             sam_config = sam_teacher.sam_config_from_dict(torch.load(checkpoint, weights_only=True)["sam_config"])
+            if config.checkpoint is None and sam_config.image_size != config.tiny_image_size:
+                raise SrwError(
+                    f"{config.out} holds shards of teacher tiny at input size {sam_config.image_size}, "
+                    f"not tiny at {config.tiny_image_size}; choose another --out"
+                )
     identity = {
         "type": config.teacher,
         "checkpoint": checkpoint.name if checkpoint else sam_teacher.TINY_TEACHER_FILE,

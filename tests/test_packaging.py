@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import mobilesam_srw
+from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ["pyproject.toml", "README.md", "mobilesam_srw", "data_prep", "eval", "viz"]
@@ -56,10 +57,6 @@ def test_installed_stages_import_from_namespace_only(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[True, True]"
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mobilesam_srw", *args], capture_output=True, text=True)
 
 
 def test_cli_version_and_help():

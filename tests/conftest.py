@@ -1,0 +1,43 @@
+"""Shared fixtures: SA-1B-format sample data and precomputed shards, made once per session."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mobilesam_srw.data_prep.precompute import PrecomputeConfig, run_precompute
+from mobilesam_srw.data_prep.sample_data import write_sample_sa1b
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``srw-sam ARGS`` in a subprocess; returns the completed process (output captured)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mobilesam_srw", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env
+    )
+
+
+@pytest.fixture(scope="session")
+def sample_sa1b(tmp_path_factory) -> Path:
+    """12 photo variants in three SA-1B tars of 4, longest side 256 px."""
+    folder = tmp_path_factory.mktemp("sa1b")
+    write_sample_sa1b(folder, num_images=12, images_per_tar=4, seed=0, max_side=256)
+    return folder
+
+
+def precompute_tiny(sa1b: Path | list, out: Path, **overrides) -> dict:
+    """A tiny-teacher precompute of all of ``sa1b`` into ``out`` (no progress bar, in process)."""
+    options = dict(teacher="tiny", subset="all", shard_size=4, batch_size=2, workers=0, progress=False)
+    options.update(overrides)
+    inputs = [str(p) for p in sa1b] if isinstance(sa1b, list) else [str(sa1b)]
+    return run_precompute(PrecomputeConfig(inputs=inputs, out=out, **options))
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(sample_sa1b, tmp_path_factory) -> Path:
+    """fp16 shards of ``sample_sa1b`` from a tiny random teacher at 256 px."""
+    out = tmp_path_factory.mktemp("shards")
+    precompute_tiny(sample_sa1b, out)
+    return out

@@ -1,0 +1,232 @@
+"""srw-sam precompute: exact teacher embeddings, shard contents, faults, resume, ranks, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import precompute_tiny, run_cli
+from segment_anything import SamPredictor
+
+from mobilesam_srw import shards
+from mobilesam_srw.data_prep.sa1b import SampleRef, FileSpan, load_sample
+from mobilesam_srw.data_prep.sample_data import add_member, sa1b_sample, write_sample_sa1b
+from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE, load_tiny_teacher
+from mobilesam_srw.srw import average_similarity
+
+
+def read_all(folder: Path, with_image: bool = True) -> dict[str, shards.ShardSample]:
+    return {s.key: s for s in shards.iterate_shards(shards.shard_paths([folder]), with_image=with_image)}
+
+
+def original_images(sa1b: Path) -> dict[str, np.ndarray]:
+    """Key -> the original RGB image, decoded exactly as precompute decodes it."""
+    images = {}
+    for tar in sorted(sa1b.glob("*.tar")):
+        with tarfile.open(tar) as archive:
+            names = {m.name: m for m in archive.getmembers()}
+            for name, member in names.items():
+                if name.endswith(".jpg"):
+                    key = name[:-4]
+                    spans = [FileSpan(str(tar), names[f"{key}.{ext}"].offset_data, names[f"{key}.{ext}"].size)
+                             for ext in ("jpg", "json")]
+                    images[key] = load_sample(SampleRef(key, tar.name, *spans))[0]
+    return images
+
+
+@pytest.mark.parametrize("dtype,atol", [("fp32", 1e-5), ("fp16", None)])
+def test_embedding_equals_sam_predictor(sample_sa1b, tmp_path, dtype, atol):
+    precompute_tiny(sample_sa1b, tmp_path, dtype=dtype, limit=3)
+    stored = read_all(tmp_path)
+    predictor = SamPredictor(load_tiny_teacher(tmp_path / TINY_TEACHER_FILE))
+    for key, image in list(original_images(sample_sa1b).items())[:3]:
+        predictor.set_image(image)
+        reference = predictor.get_image_embedding()[0].numpy()
+        if dtype == "fp16":  # equal to the reference rounded to fp16
+            np.testing.assert_allclose(stored[key].embedding, reference.astype(np.float16).astype(np.float32),
+                                       rtol=1e-3, atol=1e-4)
+        else:
+            np.testing.assert_allclose(stored[key].embedding, reference, rtol=0, atol=atol)
+        assert list(stored[key].meta["input_size"]) == list(predictor.input_size)
+        assert list(stored[key].meta["original_size"]) == list(predictor.original_size)
+
+
+def test_shard_contents(tiny_shards, sample_sa1b):
+    manifest = shards.read_manifest(tiny_shards)
+    assert manifest["samples_written"] == 12 and manifest["samples_skipped"] == 0
+    assert manifest["embedding_shape"] == [256, 16, 16] and manifest["embedding_dtype"] == "fp16"
+    assert manifest["teacher"]["type"] == "tiny" and len(manifest["teacher"]["checkpoint_sha256"]) == 64
+    assert [s["samples"] for s in manifest["shards"]] == [4, 4, 4]
+    samples = read_all(tiny_shards)
+    assert len(samples) == 12
+    for sample in samples.values():
+        assert sample.embedding.shape == (256, 16, 16)
+        assert sample.avesim.shape == (16, 16) and sample.avesim.dtype == np.float32
+        assert max(sample.image.shape[:2]) == 256 and sample.image.shape[:2] == tuple(sample.meta["input_size"])
+        assert sample.meta["annotations"] and "counts" in sample.meta["annotations"][0]["segmentation"]
+        assert sample.meta["source"].startswith("sa_0000")
+        # avesim was computed from the fp32 embedding; the fp16-stored one gives the same to rounding
+        recomputed = average_similarity(torch.from_numpy(sample.embedding).flatten(1).T).view(16, 16)
+        np.testing.assert_allclose(sample.avesim, recomputed.numpy(), atol=2e-3)
+
+
+def write_faulty_tar(path: Path) -> set[str]:
+    """One good sample and one of each fault; returns the good keys."""
+    good = np.asarray(write_sample_sa1b.__globals__["_photo"]("coffee"))[:96, :128]
+    jpeg, record = sa1b_sample(good, 900001)
+    with tarfile.open(path, "w") as archive:
+        add_member(archive, "sa_900001.jpg", jpeg)
+        add_member(archive, "sa_900001.json", record)
+        add_member(archive, "sa_900002.jpg", b"\xff\xd8 not a jpeg at all")  # corrupt
+        add_member(archive, "sa_900002.json", record.replace(b"900001", b"900002"))
+        add_member(archive, "sa_900003.jpg", jpeg[: len(jpeg) // 2])  # truncated
+        add_member(archive, "sa_900003.json", record)
+        add_member(archive, "sa_900004.jpg", jpeg)  # missing json
+        add_member(archive, "sa_900005.jpg", jpeg)
+        add_member(archive, "sa_900005.json", b"{not json")  # malformed
+        add_member(archive, "README.txt", b"stray")  # stray member
+    return {"sa_900001"}
+
+
+def test_faulty_inputs_are_skipped_and_recorded(tmp_path, sample_sa1b):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    good = write_faulty_tar(inputs / "sa_000900.tar")
+    (inputs / "sa_000901.tar").write_bytes(b"\x00garbage" * 100)  # unreadable tar
+    truncated = (sorted(sample_sa1b.glob("*.tar"))[0]).read_bytes()
+    (inputs / "sa_000902.tar").write_bytes(truncated[: len(truncated) // 2])  # truncated tar
+    result = run_cli("precompute", "--sa1b", inputs, "--teacher", "tiny", "--out", tmp_path / "out",
+                     "--subset", "all", "--workers", "0", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    manifest = shards.read_manifest(tmp_path / "out")
+    reasons = {(s["key"], s["source"]): s["reason"] for s in manifest["skipped"]}
+    assert "corrupt image" in reasons[("sa_900002", "sa_000900.tar")]
+    assert "corrupt image" in reasons[("sa_900003", "sa_000900.tar")]
+    assert reasons[("sa_900004", "sa_000900.tar")] == "missing json"
+    assert "malformed json" in reasons[("sa_900005", "sa_000900.tar")]
+    assert "stray member" in reasons[("README.txt", "sa_000900.tar")]
+    assert "unreadable tar" in reasons[("", "sa_000901.tar")]
+    assert any(source == "sa_000902.tar" for _, source in reasons)
+    written = set(read_all(tmp_path / "out", with_image=False))
+    assert good <= written and not written & {"sa_900002", "sa_900003", "sa_900004", "sa_900005"}
+    assert manifest["samples_written"] == len(written)
+    assert result.stderr.count("warning: skipped") == len(manifest["skipped"])
+
+
+def test_killed_run_resumes_to_the_same_shards(tmp_path):
+    sa1b = tmp_path / "sa1b"
+    write_sample_sa1b(sa1b, num_images=40, images_per_tar=10, seed=3, max_side=128)
+    args = ["precompute", "--sa1b", sa1b, "--teacher", "tiny", "--subset", "all", "--shard-size", "2",
+            "--batch-size", "1", "--workers", "0", "--no-progress"]
+    reference = run_cli(*args, "--out", tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr
+
+    out = tmp_path / "resumed"
+    process = subprocess.Popen([sys.executable, "-m", "mobilesam_srw", *map(str, args), "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "parts" / "shard-000002.json").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / shards.MANIFEST_NAME).exists(), "the run finished before it could be killed"
+    assert not list(out.glob("*.tmp*")) or all(p.name.startswith(".") for p in out.glob("*.tmp*"))
+
+    resumed = run_cli(*args, "--out", out)
+    assert resumed.returncode == 0, resumed.stderr
+    left_over = [p.name for p in out.iterdir() if ".tmp" in p.name]
+    assert not left_over or all(".tmp" in n for n in left_over)  # only a killed writer's temporary may remain
+    expected, got = read_all(tmp_path / "reference"), read_all(out)
+    assert sorted(got) == sorted(expected)  # every valid sample exactly once
+    for key, sample in expected.items():
+        np.testing.assert_allclose(got[key].embedding, sample.embedding, atol=1e-3)
+        np.testing.assert_array_equal(got[key].image, sample.image)
+    assert shards.read_manifest(out)["samples_written"] == 40
+
+
+def test_two_gloo_ranks_write_the_union_of_one_process(tiny_shards, sample_sa1b, tmp_path):
+    out = tmp_path / "ranks"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29581",
+               "-m", "mobilesam_srw", "precompute", "--sa1b", str(sample_sa1b), "--teacher", "tiny",
+               "--checkpoint", str(tiny_shards / TINY_TEACHER_FILE), "--subset", "all", "--shard-size", "4",
+               "--batch-size", "2", "--workers", "0", "--device", "cpu", "--no-progress", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    single, union = read_all(tiny_shards), read_all(out)
+    assert sorted(union) == sorted(single)
+    for key, sample in single.items():
+        np.testing.assert_allclose(union[key].embedding, sample.embedding, atol=1e-3)
+    manifest = shards.read_manifest(out)
+    assert manifest["samples_written"] == 12 and len(manifest["shards"]) == 3
+
+
+def test_complete_output_is_not_recomputed(tiny_shards, sample_sa1b):
+    before = {p.name: p.stat().st_mtime_ns for p in tiny_shards.glob("shard-*.tar")}
+    precompute_tiny(sample_sa1b, tiny_shards)
+    assert {p.name: p.stat().st_mtime_ns for p in tiny_shards.glob("shard-*.tar")} == before
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, text: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_checkpoint(tmp_path, sample_sa1b):
+    out = tmp_path / "out"
+    result = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "vit_h", "--checkpoint",
+                     tmp_path / "sam_vit_h_4b8939.pth", "--out", out)
+    assert_one_line_error(result, "checkpoint not found")
+    assert not out.exists()
+
+
+def test_checkpoint_of_another_type(tmp_path, sample_sa1b):
+    fake_vit_b = {"image_encoder.pos_embed": torch.zeros(1, 64, 64, 768)}
+    fake_vit_b.update({f"image_encoder.blocks.{i}.norm1.weight": torch.zeros(768) for i in range(12)})
+    torch.save(fake_vit_b, tmp_path / "sam_vit_b.pth")
+    out = tmp_path / "out"
+    result = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "vit_h", "--checkpoint",
+                     tmp_path / "sam_vit_b.pth", "--out", out)
+    assert_one_line_error(result, "it looks like vit_b")
+    assert not out.exists()
+
+
+def test_empty_input(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_cli("precompute", "--sa1b", tmp_path / "empty", "--teacher", "tiny", "--out", tmp_path / "out")
+    assert_one_line_error(result, "no SA-1B samples")
+    assert not (tmp_path / "out").exists()
+    result = run_cli("precompute", "--sa1b", str(tmp_path / "nothing*.tar"), "--teacher", "tiny", "--out", tmp_path / "o")
+    assert_one_line_error(result, "no input matches")
+
+
+def test_unknown_teacher_type(tmp_path, sample_sa1b):
+    result = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "vit_x", "--out", tmp_path / "out")
+    assert result.returncode == 2 and "invalid choice: 'vit_x'" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_folder_of_another_teacher_or_size(tiny_shards, sample_sa1b, tmp_path):
+    before = sorted(p.name for p in tiny_shards.rglob("*"))
+    result = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "tiny", "--image-size", "128",
+                     "--subset", "all", "--shard-size", "4", "--out", tiny_shards)
+    assert_one_line_error(result, "holds shards of teacher tiny at input size 256, not tiny at 128")
+    assert sorted(p.name for p in tiny_shards.rglob("*")) == before
+    # shards without our run record
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "shard-000000.tar").write_bytes(b"")
+    result = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "tiny", "--out", foreign)
+    assert_one_line_error(result, "not written by this precompute")
