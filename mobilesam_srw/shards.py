@@ -3,7 +3,7 @@
 A shard is a WebDataset tar. Each sample ``<key>`` has these members:
 
 - ``<key>.jpg``: the RGB image resized so its longest side is the encoder input size
-  (``ResizeLongestSide``, not padded), JPEG quality 95.
+  (``ResizeLongestSide``, not padded), JPEG quality 90.
 - ``<key>.emb.npy``: the teacher embedding ``[C, H, W]``: float16 (``fp16``), float32
   (``fp32``), or int8 (``int8``) with
 - ``<key>.emb_scale.npy`` (``int8`` only): float32 ``[H, W]``, one scale per patch:
@@ -31,7 +31,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SHARD_PATTERN = "shard-{index:06d}.tar"
 EMBEDDING_DTYPES = ("fp16", "fp32", "int8")
-JPEG_QUALITY = 95
+JPEG_QUALITY = 90
 
 IMAGE_FIELD = "jpg"
 EMBEDDING_FIELD = "emb.npy"
@@ -73,12 +73,13 @@ def encode_embedding(embedding: np.ndarray, dtype: str) -> dict[str, bytes]:
     raise ValueError(f"dtype: unknown embedding dtype {dtype!r}, expected one of {', '.join(EMBEDDING_DTYPES)}")
 
 
-def decode_embedding(fields: dict[str, bytes]) -> np.ndarray:
-    """The float32 ``[C, H, W]`` embedding of a sample's fields, whatever its storage dtype."""
+def decode_embedding(fields: dict[str, bytes], as_float32: bool = True) -> np.ndarray:
+    """The ``[C, H, W]`` embedding of a sample's fields: float32, or with ``as_float32=False``
+    fp16 storage stays float16 (loaders convert on the device; int8 is always dequantised)."""
     stored = load_npy(fields[EMBEDDING_FIELD])
     if stored.dtype == np.int8:
         return dequantize_int8(stored, load_npy(fields[SCALE_FIELD]))
-    return stored.astype(np.float32)
+    return stored.astype(np.float32, copy=False) if as_float32 else stored
 
 
 def encode_sample(
@@ -101,7 +102,7 @@ class ShardSample:
     Args:
         key: the SA-1B stem, e.g. ``sa_1``.
         image: ``[h, w, 3]`` uint8 RGB, longest side = the encoder input size.
-        embedding: ``[C, H, W]`` float32 teacher embedding.
+        embedding: ``[C, H, W]`` teacher embedding (float32, or float16 when so decoded).
         avesim: ``[H, W]`` float32 average similarity of each patch (Eq. 4).
         meta: the sample's JSON record.
     """
@@ -131,12 +132,12 @@ def encode_image(rgb: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def decode_sample(raw: dict, with_image: bool = True) -> ShardSample:
+def decode_sample(raw: dict, with_image: bool = True, as_float32: bool = True) -> ShardSample:
     """Decode a raw WebDataset sample (field -> bytes); unknown fields are ignored, never unpickled."""
     return ShardSample(
         key=raw["__key__"],
         image=decode_image(raw[IMAGE_FIELD]) if with_image else np.empty((0, 0, 3), np.uint8),
-        embedding=decode_embedding(raw),
+        embedding=decode_embedding(raw, as_float32),
         avesim=load_npy(raw[AVESIM_FIELD]),
         meta=json.loads(raw[META_FIELD]),
     )
