@@ -11,7 +11,6 @@ import glob
 import io
 import json
 import re
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.tar_index import FileSpan, index_tar
 
 _MEMBER = re.compile(r"^(sa_\d+)\.(jpg|json)$")
 
@@ -34,25 +34,6 @@ class Skip:
 
     def as_dict(self) -> dict[str, str]:
         return {"key": self.key, "source": self.source, "reason": self.reason}
-
-
-@dataclass(frozen=True)
-class FileSpan:
-    """Where a member's bytes are: a plain file (offset -1) or ``size`` bytes at ``offset`` in a tar."""
-
-    path: str
-    offset: int = -1
-    size: int = -1
-
-    def read(self) -> bytes:
-        if self.offset < 0:
-            return Path(self.path).read_bytes()
-        with open(self.path, "rb") as stream:
-            stream.seek(self.offset)
-            data = stream.read(self.size)
-        if len(data) != self.size:
-            raise ValueError(f"truncated member: {len(data)} of {self.size} bytes")
-        return data
 
 
 @dataclass(frozen=True)
@@ -131,17 +112,11 @@ def _pair_members(members: dict[str, FileSpan], source: str) -> tuple[list[Sampl
 
 def scan_tar(path: Path) -> tuple[list[SampleRef], list[Skip]]:
     """Index a tar by its headers. An unreadable or truncated tar keeps what was read before the fault."""
-    members: dict[str, FileSpan] = {}
-    fault = None
-    try:
-        with tarfile.open(path, "r:") as archive:
-            for member in archive:
-                if member.isfile():
-                    members[member.name] = FileSpan(str(path), member.offset_data, member.size)
-    except (tarfile.TarError, OSError, EOFError) as error:
-        fault = Skip("", path.name, f"unreadable tar after {len(members)} members: {error}")
+    members, error = index_tar(path)
     refs, skipped = _pair_members(members, path.name)
-    return refs, skipped + ([fault] if fault else [])
+    if error is not None:
+        skipped.append(Skip("", path.name, f"unreadable tar after {len(members)} members: {error}"))
+    return refs, skipped
 
 
 class BadSample(ValueError):

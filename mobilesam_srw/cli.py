@@ -20,16 +20,25 @@ Run = Callable[[argparse.Namespace], int]
 
 def _subcommands() -> dict[str, tuple[str, AddArguments, Run]]:
     """Name -> (one-line help, add_arguments, run). Each ``run`` imports its stage lazily."""
-    from mobilesam_srw.commands import precompute, sample_data
+    from mobilesam_srw.commands import export, precompute, sample_data, train
 
     return {
         "precompute": (precompute.HELP, precompute.add_arguments, precompute.run),
+        "train": (train.HELP, train.add_arguments, train.run),
+        "export": (export.HELP, export.add_arguments, export.run),
         "make-sample-data": (sample_data.HELP, sample_data.add_arguments, sample_data.run),
     }
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors in one line (subcommand parsers inherit this class)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrorParser(
         prog="srw-sam",
         description="Distil SAM's image encoder into MobileSAM's TinyViT with Sample-wise Re-Weighting "
         "(Yu et al., ACCV 2024).",
@@ -39,18 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_line, add_arguments, run) in _subcommands().items():
         sub = commands.add_parser(name, help=help_line, description=help_line)
         add_arguments(sub)
-        sub.set_defaults(run=run)
+        sub.set_defaults(command_function=run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "run", None) is None:
+    if getattr(args, "command_function", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        return int(args.run(args) or 0)
+        return int(args.command_function(args) or 0)
     except SrwError as error:
         print(f"srw-sam {args.command}: error: {error}", file=sys.stderr)
         return 2

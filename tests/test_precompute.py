@@ -19,7 +19,8 @@ from conftest import precompute_tiny, run_cli
 from segment_anything import SamPredictor
 
 from mobilesam_srw import shards
-from mobilesam_srw.data_prep.sa1b import SampleRef, FileSpan, load_sample
+from mobilesam_srw.data_prep.sa1b import SampleRef, load_sample
+from mobilesam_srw.tar_index import FileSpan
 from mobilesam_srw.data_prep.sample_data import add_member, sa1b_sample, write_sample_sa1b
 from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE, load_tiny_teacher
 from mobilesam_srw.srw import average_similarity
@@ -178,9 +179,11 @@ def test_complete_output_is_not_recomputed(tiny_shards, sample_sa1b):
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, text: str) -> None:
+    """Exit code 2 and exactly one error line holding ``text`` (progress lines may precede it)."""
     assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and text in lines[0], result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and text in errors[0], result.stderr
+    assert result.stderr.strip().splitlines()[-1] == errors[0]
     assert "Traceback" not in result.stderr
 
 
@@ -214,7 +217,7 @@ def test_empty_input(tmp_path):
 
 def test_unknown_teacher_type(tmp_path, sample_sa1b):
     result = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "vit_x", "--out", tmp_path / "out")
-    assert result.returncode == 2 and "invalid choice: 'vit_x'" in result.stderr
+    assert_one_line_error(result, "invalid choice: 'vit_x'")
     assert not (tmp_path / "out").exists()
 
 

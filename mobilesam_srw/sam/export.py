@@ -1,0 +1,56 @@
+"""``srw-sam export``: a trained student plus the teacher's prompt encoder and mask decoder,
+as one MobileSAM checkpoint that ``mobile_sam.sam_model_registry["vit_t"]`` loads strictly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from segment_anything.modeling import Sam
+
+from mobilesam_srw.errors import SrwError
+from mobilesam_srw.sam import checkpoint
+from mobilesam_srw.sam.mobilesam_format import to_mobilesam
+from mobilesam_srw.sam.student import SamStudent
+from mobilesam_srw.sam.teacher import build_sam, sam_config_from_dict
+
+PROMPT_AND_DECODER = ("prompt_encoder.", "mask_decoder.")
+
+
+def teacher_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A SAM checkpoint's state dict: a released ``sam_vit_*.pth`` or our ``teacher_tiny.pth``."""
+    saved = checkpoint.load(path)
+    return saved["model"] if isinstance(saved, dict) and "sam_config" in saved else saved
+
+
+def prompt_and_decoder(path: Path) -> dict[str, torch.Tensor]:
+    state = {k: v for k, v in teacher_state_dict(path).items() if k.startswith(PROMPT_AND_DECODER)}
+    if not state:
+        raise SrwError(f"{path} holds no prompt_encoder/mask_decoder weights (not a SAM checkpoint?)")
+    return state
+
+
+def student_sam(student: SamStudent, sam_checkpoint: Path) -> Sam:
+    """A segment-anything ``Sam`` whose image encoder is ``student`` (our own MobileSAM)."""
+    saved = checkpoint.load(sam_checkpoint)
+    if isinstance(saved, dict) and "sam_config" in saved:
+        config = sam_config_from_dict(saved["sam_config"])
+    else:
+        from mobilesam_srw.sam.teacher import SAM_CONFIGS
+
+        config = SAM_CONFIGS["vit_b"]  # prompt encoder and decoder are the same for every released SAM
+    if config.image_size != student.img_size:
+        raise SrwError(f"teacher input size {config.image_size} differs from the student's {student.img_size}")
+    sam = build_sam(config)
+    sam.image_encoder = student
+    sam.load_state_dict({**{f"image_encoder.{k}": v for k, v in student.state_dict().items()},
+                         **prompt_and_decoder(sam_checkpoint)})
+    return sam.eval()
+
+
+def export_mobilesam(run: Path, sam_checkpoint: Path, out: Path) -> dict[str, torch.Tensor]:
+    """Write ``out``: MobileSAM's ``image_encoder.*`` from the run, the rest from the SAM checkpoint."""
+    student, _ = checkpoint.load_student(run)
+    state = {**to_mobilesam(student), **prompt_and_decoder(sam_checkpoint)}
+    checkpoint.save(Path(out), state)
+    return state

@@ -1,0 +1,180 @@
+"""srw-sam train and export end to end: resume after a kill, gloo ranks, bad input, MobileSAM export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+from conftest import run_cli
+from test_precompute import assert_one_line_error
+
+from mobilesam_srw import shards
+from mobilesam_srw.sam import checkpoint
+from mobilesam_srw.sam.data import index_shards
+from mobilesam_srw.sam.export import student_sam
+from mobilesam_srw.sam.student import build_student
+from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam, save_tiny_teacher
+from mobilesam_srw.sam.train import TrainConfig, train
+
+TRAIN_ARGS = ["--student", "tinyvit-micro", "--batch-size", "2", "--epochs", "2", "--workers", "0",
+              "--no-progress", "--device", "cpu"]
+
+
+def parameters(run: Path) -> dict[str, torch.Tensor]:
+    record = checkpoint.load(run / checkpoint.STUDENT_FILE)
+    student = build_student(record["student"], record["img_size"])
+    names = {name for name, _ in student.named_parameters()}
+    return {k: v for k, v in record["model"].items() if k in names}
+
+
+def train_losses(run: Path) -> list[float]:
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [line["loss"] for line in lines if line["split"] == "train"]
+
+
+def test_train_writes_run_and_learns(tiny_shards, tmp_path):
+    config = TrainConfig(shards=[str(tiny_shards)], out=tmp_path / "run", student="tinyvit-micro", batch_size=2,
+                         epochs=3, workers=0, progress=False, device="cpu", val_shards=[str(tiny_shards)], lr=0.002)
+    metrics = train(config)
+    run = tmp_path / "run"
+    assert (run / "student.pt").is_file() and (run / "config.json").is_file()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_001.pt", "epoch_002.pt", "epoch_003.pt", "last.pt"]
+    assert any((run / "tensorboard").iterdir())
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [line for line in lines if line["split"] == "train"]
+    assert len(train_lines) == 18 and [line["step"] for line in train_lines] == list(range(1, 19))
+    assert {"loss", "lr", "samples_per_s", "srw_weight_max", "srw_weight_mean", "data_wait_fraction"} <= train_lines[0].keys()
+    assert sum(line["split"] == "val" for line in lines) == 3
+    assert np.mean([l["loss"] for l in train_lines[-6:]]) < np.mean([l["loss"] for l in train_lines[:6]])
+    assert np.isfinite(metrics["val_loss"]) and np.isfinite(metrics["val_mse"])
+
+
+def test_killed_training_resumes_to_the_same_weights(tiny_shards, tmp_path):
+    args = ["train", "--shards", tiny_shards, *TRAIN_ARGS, "--save-every", "2", "--epochs", "3"]
+    reference = run_cli(*args, "--out", tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr
+    out = tmp_path / "resumed"
+    process = subprocess.Popen([sys.executable, "-m", "mobilesam_srw", *map(str, args), "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = out / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / checkpoint.STUDENT_FILE).exists(), "training finished before it could be killed"
+    assert checkpoint.load(last)["step"] < 18
+    refused = run_cli(*args, "--out", out)
+    assert_one_line_error(refused, "pass --resume")
+    resumed = run_cli(*args, "--out", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = parameters(tmp_path / "reference"), parameters(out)
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, atol=1e-6, rtol=0, msg=name)
+    changed = run_cli(*args, "--out", out, "--resume", "--tau", "0.9")
+    assert_one_line_error(changed, "started with tau=0.5")
+
+
+def test_two_gloo_ranks_match_one_process(tiny_shards, tmp_path):
+    common = ["--shards", str(tiny_shards), "--student", "tinyvit-micro", "--batch-size", "2", "--epochs", "1",
+              "--workers", "0", "--no-progress", "--device", "cpu"]
+    single = run_cli("train", *common, "--grad-accum", "2", "--out", tmp_path / "single")
+    assert single.returncode == 0, single.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                            "29582", "-m", "mobilesam_srw", "train", *common, "--out", str(tmp_path / "ranks")],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    np.testing.assert_allclose(train_losses(tmp_path / "ranks"), train_losses(tmp_path / "single"), rtol=1e-5)
+    assert len(train_losses(tmp_path / "single")) == 3  # 12 samples / global batch 4
+    expected, got = parameters(tmp_path / "single"), parameters(tmp_path / "ranks")
+    differences = np.array([(got[name] - value).abs().max().item() for name, value in expected.items()])
+    # Adam divides by sqrt(v): a parameter whose gradient is ~0 turns summation-order noise (all-reduce
+    # vs accumulation) into up to a fraction of one lr step. Nearly all tensors agree to float precision.
+    assert np.median(differences) < 1e-6 and (differences < 1e-5).mean() > 0.9
+    assert differences.max() < 1e-3  # half of one lr=2e-3 step
+
+
+def write_shard(path: Path, embedding: np.ndarray, count: int = 4) -> None:
+    rng = np.random.default_rng(0)
+    with wds.TarWriter(str(path), encoder=False) as writer:
+        for index in range(count):
+            image = rng.integers(0, 255, (256, 200, 3), dtype=np.uint8)
+            avesim = np.zeros(embedding.shape[1:], np.float32)
+            writer.write(shards.encode_sample(f"sa_{index}", shards.encode_image(image), embedding, avesim,
+                                              {"key": f"sa_{index}"}, "fp32"))
+
+
+def test_bad_training_input(tmp_path, tiny_shards):
+    out = tmp_path / "out"
+    assert_one_line_error(run_cli("train", "--shards", str(tmp_path / "none*.tar"), *TRAIN_ARGS, "--out", out),
+                          "no shards match")
+    assert_one_line_error(run_cli("train", "--shards", tiny_shards, *TRAIN_ARGS, "--tau", "0", "--out", out),
+                          "--tau must be")
+    (tmp_path / "wide").mkdir()
+    write_shard(tmp_path / "wide" / "shard-000000.tar", np.zeros((128, 16, 16), np.float32))
+    assert_one_line_error(run_cli("train", "--shards", tmp_path / "wide", *TRAIN_ARGS, "--out", out),
+                          "shard embeddings are [128, 16, 16] but student tinyvit-micro outputs [256, 16, 16]")
+    (tmp_path / "nan").mkdir()
+    write_shard(tmp_path / "nan" / "shard-000000.tar", np.full((256, 16, 16), np.nan, np.float32))
+    result = run_cli("train", "--shards", tmp_path / "nan", *TRAIN_ARGS, "--out", out)
+    assert_one_line_error(result, "loss is nan at step 1; samples: sa_")
+    assert_one_line_error(run_cli("train", "--shards", tiny_shards, *TRAIN_ARGS, "--batch-size", "64", "--out", out),
+                          "fewer than one global batch of 64")
+    assert not (out / checkpoint.STUDENT_FILE).exists()
+
+
+REFERENCE_MASKS = textwrap.dedent(
+    """
+    import sys, numpy as np, torch
+    from mobile_sam import SamPredictor, sam_model_registry
+    folder = sys.argv[1]
+    sam = sam_model_registry["vit_t"](checkpoint=folder + "/mobile_sam_srw.pt")  # strict load_state_dict
+    sam.eval()  # MobileSAM caches attention biases in eval(): after loading, as its README does
+    predictor = SamPredictor(sam)
+    image = np.load(folder + "/image.npy")
+    predictor.set_image(image)
+    masks, scores, logits = predictor.predict(point_coords=np.array([[200.0, 150.0]]), point_labels=np.array([1]),
+                                              multimask_output=True)
+    np.savez(folder + "/reference.npz", masks=masks, scores=scores, logits=logits)
+    """
+)
+
+
+def test_export_loads_in_mobilesam_with_the_same_masks(tmp_path, tiny_shards):
+    from segment_anything import SamPredictor
+
+    torch.manual_seed(0)
+    teacher_file = tmp_path / "teacher_1024.pth"
+    config = replace(SAM_CONFIGS["tiny"], image_size=1024)
+    save_tiny_teacher(build_sam(config), config, teacher_file)
+    student = build_student("tinyvit-5m", 1024).eval()
+    run = tmp_path / "run"
+    checkpoint.save(run / checkpoint.STUDENT_FILE, checkpoint.student_record(student))
+    result = run_cli("export", "--run", run, "--sam-checkpoint", teacher_file, "--out", tmp_path / "mobile_sam_srw.pt")
+    assert result.returncode == 0, result.stderr
+    image = (np.asarray(__import__("skimage.data").data.astronaut())[:300, :400]).copy()
+    np.save(tmp_path / "image.npy", image)
+    reference = subprocess.run([sys.executable, "-c", REFERENCE_MASKS, str(tmp_path)], capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    expected = np.load(tmp_path / "reference.npz")
+    predictor = SamPredictor(student_sam(student, teacher_file))
+    predictor.set_image(image)
+    masks, scores, logits = predictor.predict(point_coords=np.array([[200.0, 150.0]]), point_labels=np.array([1]),
+                                              multimask_output=True)
+    np.testing.assert_allclose(logits, expected["logits"], atol=1e-3)
+    np.testing.assert_allclose(scores, expected["scores"], atol=1e-4)
+    assert (masks != expected["masks"]).mean() < 1e-4
+    bad = run_cli("export", "--run", tmp_path / "nothing", "--sam-checkpoint", teacher_file, "--out", tmp_path / "x.pt")
+    assert_one_line_error(bad, "checkpoint not found")
