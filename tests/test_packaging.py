@@ -42,6 +42,15 @@ def test_wheel_has_no_top_level_stage_modules(wheel_files):
     assert "mobilesam_srw" in top_level
 
 
+def test_wheel_holds_every_source_module(wheel_files):
+    folders = {"mobilesam_srw": "mobilesam_srw", "data_prep": "mobilesam_srw/data_prep",
+               "eval": "mobilesam_srw/eval", "viz": "mobilesam_srw/viz"}
+    for folder, installed in folders.items():
+        for source in (REPO / folder).rglob("*.py"):
+            relative = source.relative_to(REPO / folder).as_posix()
+            assert f"{installed}/{relative}" in wheel_files, f"{folder}/{relative} is missing from the wheel"
+
+
 def test_wheel_maps_stages_into_namespace(wheel_files):
     for stage in ("data_prep", "eval", "viz"):
         assert f"mobilesam_srw/{stage}/__init__.py" in wheel_files
