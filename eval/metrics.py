@@ -1,0 +1,56 @@
+"""Mask IoU, the pairing of multimask outputs, and avesim quartiles of prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+MATCH_MODES = ("all", "teacher-best", "own-best")
+PATCH_SIZE = 16
+
+
+def mask_iou(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """IoU of boolean masks ``[..., h, w]`` -> ``[...]``; two empty masks have IoU 1."""
+    # uint8 products and int32 sums: 3.5x faster on CPU than bool & / | with .sum()
+    first, second = first.flatten(-2).to(torch.uint8), second.flatten(-2).to(torch.uint8)
+    intersection = (first * second).sum(-1, dtype=torch.int32)
+    union = first.sum(-1, dtype=torch.int32) + second.sum(-1, dtype=torch.int32) - intersection
+    return torch.where(union > 0, intersection / union.clamp_min(1), torch.ones(union.shape, device=union.device))
+
+
+def paired_iou(
+    teacher_masks: torch.Tensor,
+    teacher_scores: torch.Tensor,
+    student_masks: torch.Tensor,
+    student_scores: torch.Tensor,
+    match: str = "all",
+) -> torch.Tensor:
+    """IoU of student against teacher masks of each prompt, ``[N, M]`` masks -> ``[N, K]``.
+
+    ``all``: the M outputs index by index (K = M). ``teacher-best``: both take the index of
+    the teacher's highest predicted IoU (K = 1). ``own-best``: each takes its own best (K = 1).
+    """
+    if match not in MATCH_MODES:
+        raise ValueError(f"match: unknown {match!r}, expected one of {', '.join(MATCH_MODES)}")
+    if match == "all":
+        return mask_iou(teacher_masks, student_masks)
+    rows = torch.arange(teacher_masks.shape[0], device=teacher_masks.device)
+    teacher_index = teacher_scores.argmax(dim=1)
+    student_index = teacher_index if match == "teacher-best" else student_scores.argmax(dim=1)
+    return mask_iou(teacher_masks[rows, teacher_index], student_masks[rows, student_index])[:, None]
+
+
+def prompt_quartiles(points_input: np.ndarray, avesim: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """Quartile (0 = lowest avesim, the tail; 3 = highest) of the teacher patch under each prompt.
+
+    Args:
+        points_input: ``[N, 2]`` prompt ``(x, y)`` in the resized input frame.
+        avesim: ``[H, W]`` per-patch average similarity of the image.
+        input_size: resized ``(h, w)``; quartile edges use the patches that hold image pixels.
+    """
+    rows = min(avesim.shape[0], -(-input_size[0] // PATCH_SIZE))
+    cols = min(avesim.shape[1], -(-input_size[1] // PATCH_SIZE))
+    edges = np.quantile(avesim[:rows, :cols], [0.25, 0.5, 0.75])
+    patch_y = np.clip((points_input[:, 1] // PATCH_SIZE).astype(int), 0, avesim.shape[0] - 1)
+    patch_x = np.clip((points_input[:, 0] // PATCH_SIZE).astype(int), 0, avesim.shape[1] - 1)
+    return np.searchsorted(edges, avesim[patch_y, patch_x], side="right")

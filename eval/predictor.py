@@ -1,0 +1,90 @@
+"""Masks from a stored or student image embedding, through SAM's own prompt encoder and mask decoder.
+
+:class:`EmbeddingPredictor` is segment-anything's ``SamPredictor`` whose image features are
+given rather than computed: ``set_embedding`` installs them, and ``set_image`` (which
+``SamAutomaticMaskGenerator`` calls) re-installs them, so every prompt path of
+segment-anything (points, boxes, the automatic generator) runs on them unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from segment_anything import SamPredictor
+from segment_anything.modeling import Sam
+from torch import nn
+
+from mobilesam_srw.errors import SrwError
+from mobilesam_srw.sam.export import prompt_and_decoder
+from mobilesam_srw.sam.teacher import SamConfig, build_sam
+
+
+class StoredEncoder(nn.Module):
+    """Stands in for an image encoder whose output was stored: it has a size, and never runs."""
+
+    def __init__(self, img_size: int) -> None:
+        super().__init__()
+        self.img_size = img_size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("the teacher's image encoder never runs in evaluation: its embeddings are stored")
+
+
+def decoder_sam(sam_checkpoint: Path, input_size: int, image_encoder: nn.Module | None = None) -> Sam:
+    """A ``Sam`` with the checkpoint's prompt encoder and mask decoder, at ``input_size``.
+
+    Its image encoder is ``image_encoder`` (a student) or a :class:`StoredEncoder`; the
+    teacher's ViT is never built or loaded.
+    """
+    config = SamConfig(64, 1, 1, (), image_size=input_size, window_size=0)  # the ViT part is discarded
+    sam = build_sam(config)
+    sam.image_encoder = image_encoder if image_encoder is not None else StoredEncoder(input_size)
+    missing, unexpected = sam.load_state_dict(prompt_and_decoder(sam_checkpoint), strict=False)
+    if unexpected or any(not key.startswith("image_encoder.") for key in missing):
+        raise SrwError(f"{sam_checkpoint}: its prompt encoder or mask decoder does not fit SAM's")
+    return sam.eval()
+
+
+class EmbeddingPredictor(SamPredictor):
+    """``SamPredictor`` on a given embedding (see the module docstring)."""
+
+    def __init__(self, sam: Sam) -> None:
+        super().__init__(sam)
+        self._embedding: torch.Tensor | None = None
+        self._sizes: tuple[tuple[int, int], tuple[int, int]] | None = None
+
+    def set_embedding(self, embedding: torch.Tensor, original_size: tuple[int, int], input_size: tuple[int, int]) -> None:
+        """Install ``[256, H, W]`` (or ``[1, 256, H, W]``) features of an image of ``original_size`` (h, w)
+        resized to ``input_size`` (h, w) by ``ResizeLongestSide``."""
+        self._embedding = embedding.reshape(1, *embedding.shape[-3:]).to(self.device, torch.float32)
+        self._sizes = (tuple(original_size), tuple(input_size))
+        self._install()
+
+    def _install(self) -> None:
+        self.reset_image()
+        self.features = self._embedding
+        self.original_size, self.input_size = self._sizes
+        self.is_image_set = True
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        if self._embedding is None:
+            raise RuntimeError("EmbeddingPredictor: call set_embedding before prompting")
+        if tuple(image.shape[:2]) != self._sizes[0]:
+            raise RuntimeError(f"image of size {image.shape[:2]} does not match the embedding's {self._sizes[0]}")
+        self._install()
+
+    @torch.no_grad()
+    def point_batches(self, points: np.ndarray, multimask_output: bool = True, batch_size: int = 64):
+        """One positive click per point (original-image ``(x, y)``), in batches.
+
+        Yields masks ``[n, M, h, w]`` bool at the original size (thresholded at 0) and the
+        predicted IoUs ``[n, M]`` per batch; M is 3 with ``multimask_output``, else 1.
+        """
+        for start in range(0, len(points), batch_size):
+            coords = self.transform.apply_coords(points[start : start + batch_size], self.original_size)
+            coords = torch.as_tensor(coords, dtype=torch.float32, device=self.device)[:, None, :]
+            labels = torch.ones(coords.shape[:2], dtype=torch.int64, device=self.device)
+            masks, scores, _ = self.predict_torch(coords, labels, multimask_output=multimask_output)
+            yield masks, scores

@@ -1,0 +1,79 @@
+"""The evaluation report: ``summary.json``, ``per_image.csv`` and ``table.md`` (Table 6's layout).
+
+mIoU pools every (image, prompt, mask) IoU of a run at a grid; the quartile rows pool the
+prompts whose teacher patch lies in that quartile of its image's average similarity
+(Q1 = lowest avesim: the tail patches SRW weights up). Values are percentages.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from mobilesam_srw.atomic import atomic_path, write_json
+from mobilesam_srw.eval.grid_eval import QUARTILES, ImageResult
+
+SUMMARY_FILE = "summary.json"
+PER_IMAGE_FILE = "per_image.csv"
+TABLE_FILE = "table.md"
+
+
+def _percent(total: float, count: int) -> float | None:
+    return 100.0 * total / count if count else None
+
+
+def summarize(results: list[ImageResult], runs: list[str], grids: list[int]) -> dict:
+    summary = {"miou": {}, "miou_by_quartile": {}, "prompts": {}}
+    for run in runs:
+        summary["miou"][run], summary["miou_by_quartile"][run], summary["prompts"][run] = {}, {}, {}
+        for grid in grids:
+            chosen = [r for r in results if r.run == run and r.grid == grid]
+            count = sum(r.count for r in chosen)
+            summary["miou"][run][str(grid)] = _percent(sum(r.iou_sum for r in chosen), count)
+            summary["prompts"][run][str(grid)] = count
+            summary["miou_by_quartile"][run][str(grid)] = [
+                _percent(sum(r.quartile_sums[q] for r in chosen), sum(r.quartile_counts[q] for r in chosen))
+                for q in range(QUARTILES)
+            ]
+    summary["images"] = len({r.key for r in results})
+    return summary
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def markdown_table(summary: dict, runs: list[str], grids: list[int]) -> str:
+    header = "| Method | " + " | ".join(f"{g}x{g} points" for g in grids) + " |\n"
+    header += "|---|" + "---|" * len(grids) + "\n"
+    lines = [f"| {run} | " + " | ".join(_cell(summary["miou"][run][str(g)]) for g in grids) + " |" for run in runs]
+    if len(runs) >= 2 and all(summary["miou"][r][str(g)] is not None for r in runs[:: len(runs) - 1] for g in grids):
+        first, last = runs[0], runs[-1]
+        lines.append(f"| Δ ({last} - {first}) | " + " | ".join(
+            f"{summary['miou'][last][str(g)] - summary['miou'][first][str(g)]:+.2f}" for g in grids) + " |")
+    quartile_lines = [
+        f"| {run} Q{q + 1}{' (tail)' if q == 0 else ' (head)' if q == QUARTILES - 1 else ''} | "
+        + " | ".join(_cell(summary["miou_by_quartile"][run][str(g)][q]) for g in grids) + " |"
+        for run in runs for q in range(QUARTILES)
+    ]
+    return (f"mIoU (%) of each student's masks against the teacher's, {summary['images']} images, "
+            f"match `{summary['match']}`.\n\n" + header + "\n".join(lines) + "\n\n"
+            "By avesim quartile of the prompt's teacher patch (Q1 = lowest average similarity):\n\n"
+            + header + "\n".join(quartile_lines) + "\n")
+
+
+def write_report(out: Path, summary: dict, results: list[ImageResult], runs: list[str], grids: list[int]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["key", "run", "grid", "miou", "prompts"] + [f"miou_q{q + 1}" for q in range(QUARTILES)])
+    for r in sorted(results, key=lambda r: (r.key, r.run, r.grid)):
+        quartiles = [_percent(r.quartile_sums[q], r.quartile_counts[q]) for q in range(QUARTILES)]
+        writer.writerow([r.key, r.run, r.grid, f"{100 * r.miou:.4f}", r.count]
+                        + ["" if v is None else f"{v:.4f}" for v in quartiles])
+    with atomic_path(out / PER_IMAGE_FILE) as temporary:
+        temporary.write_text(buffer.getvalue())
+    with atomic_path(out / TABLE_FILE) as temporary:
+        temporary.write_text(markdown_table(summary, runs, grids))
+    write_json(out / SUMMARY_FILE, summary)

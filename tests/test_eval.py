@@ -1,0 +1,123 @@
+"""srw-sam eval: teacher masks equal SamPredictor's, IoU rules, quartiles, the report, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import precompute_tiny, run_cli
+from segment_anything import SamPredictor
+from test_precompute import assert_one_line_error, original_images, read_all
+
+from mobilesam_srw.eval.evaluate import EvalConfig, evaluate
+from mobilesam_srw.eval.grid_eval import grid_points
+from mobilesam_srw.eval.metrics import mask_iou, paired_iou, prompt_quartiles
+from mobilesam_srw.eval.predictor import EmbeddingPredictor, decoder_sam
+from mobilesam_srw.sam import checkpoint
+from mobilesam_srw.sam.student import build_student
+from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE, load_tiny_teacher
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory) -> list:
+    """Two random tinyvit-micro students saved as run folders (training is tested elsewhere)."""
+    folder = tmp_path_factory.mktemp("runs")
+    runs = []
+    for seed, name in ((0, "mse"), (1, "srw")):
+        torch.manual_seed(seed)
+        run = folder / name
+        checkpoint.save(run / checkpoint.STUDENT_FILE, checkpoint.student_record(build_student("tinyvit-micro", 256)))
+        runs.append(run)
+    return runs
+
+
+def test_teacher_masks_equal_sam_predictor_end_to_end(sample_sa1b, tmp_path):
+    precompute_tiny(sample_sa1b, tmp_path, dtype="fp32", limit=2)
+    stored = read_all(tmp_path)
+    reference = SamPredictor(load_tiny_teacher(tmp_path / TINY_TEACHER_FILE))
+    ours = EmbeddingPredictor(decoder_sam(tmp_path / TINY_TEACHER_FILE, 256))
+    for key, image in list(original_images(sample_sa1b).items())[:2]:
+        sample = stored[key]
+        points = grid_points(3, image.shape[:2])
+        reference.set_image(image)
+        ours.set_embedding(torch.from_numpy(sample.embedding), sample.meta["original_size"], sample.meta["input_size"])
+        masks, scores = next(ours.point_batches(points, batch_size=len(points)))
+        for index, point in enumerate(points):
+            expected_masks, expected_scores, _ = reference.predict(point_coords=point[None], point_labels=np.array([1]),
+                                                                   multimask_output=True)
+            np.testing.assert_allclose(scores[index].numpy(), expected_scores, atol=1e-4)
+            assert (masks[index].numpy() != expected_masks).mean() < 1e-3
+
+
+def test_mask_iou_rules():
+    empty = torch.zeros(2, 4, 4, dtype=torch.bool)
+    full = torch.ones(2, 4, 4, dtype=torch.bool)
+    half = full.clone()
+    half[:, :2] = False
+    assert mask_iou(empty, empty).tolist() == [1.0, 1.0]
+    assert mask_iou(empty, full).tolist() == [0.0, 0.0]
+    assert mask_iou(half, full).tolist() == [0.5, 0.5]
+
+
+def test_match_modes():
+    teacher = torch.zeros(1, 3, 2, 2, dtype=torch.bool)
+    teacher[0, 0, 0, 0] = teacher[0, 1, 0] = teacher[0, 2] = True  # areas 1, 2, 4
+    student = teacher.flip(1)  # areas 4, 2, 1
+    teacher_scores, student_scores = torch.tensor([[0.1, 0.9, 0.2]]), torch.tensor([[0.1, 0.2, 0.9]])
+    assert paired_iou(teacher, teacher_scores, student, student_scores, "all").tolist() == [[0.25, 1.0, 0.25]]
+    assert paired_iou(teacher, teacher_scores, student, student_scores, "teacher-best").tolist() == [[1.0]]
+    assert paired_iou(teacher, teacher_scores, student, student_scores, "own-best").tolist() == [[0.5]]
+
+
+def test_prompt_quartiles_follow_patch_avesim():
+    avesim = np.arange(16, dtype=np.float32).reshape(4, 4)  # 64 x 64 input, 4 x 4 patches
+    points = np.array([[8, 8], [56, 56], [8, 40], [40, 24]])  # patches (0,0)=0, (3,3)=15, (2,0)=8, (1,2)=6
+    assert prompt_quartiles(points, avesim, (64, 64)).tolist() == [0, 3, 2, 1]
+    # patches wholly on padding do not move the edges: a 32-px-high image uses rows 0-1 only
+    assert prompt_quartiles(np.array([[8, 8], [56, 24]]), avesim, (32, 64)).tolist() == [0, 3]
+
+
+def test_eval_report(tiny_shards, two_runs, tmp_path):
+    summary = evaluate(EvalConfig(shards=[str(tiny_shards)], students=two_runs, out=tmp_path / "report",
+                                  grids=[2, 4], limit=2, progress=False, device="cpu"))
+    assert summary["runs"] == ["mse", "srw"] and summary["images"] == 2
+    for run in ("mse", "srw"):
+        for grid, prompts in (("2", 2 * 4 * 3), ("4", 2 * 16 * 3)):
+            assert 0 <= summary["miou"][run][grid] <= 100 and summary["prompts"][run][grid] == prompts
+            assert len(summary["miou_by_quartile"][run][grid]) == 4
+    rows = list(csv.DictReader((tmp_path / "report" / "per_image.csv").open()))
+    assert len(rows) == 2 * 2 * 2
+    pooled = np.mean([float(r["miou"]) for r in rows if r["run"] == "mse" and r["grid"] == "4"])
+    assert pooled == pytest.approx(summary["miou"]["mse"]["4"], abs=1e-3)  # equal prompt counts per image
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert "| Method | 2x2 points | 4x4 points |" in table and "Δ (srw - mse)" in table and "Q1 (tail)" in table
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["match"] == "all"
+
+
+def test_student_equal_to_teacher_scores_100(tiny_shards, monkeypatch):
+    """A 'student' whose embedding is the teacher's own gives IoU 1: checks the pairing end to end."""
+    from mobilesam_srw.eval import grid_eval
+    from mobilesam_srw import shards
+
+    sample = next(shards.iterate_shards(shards.shard_paths([tiny_shards])))
+    teacher = EmbeddingPredictor(decoder_sam(tiny_shards / TINY_TEACHER_FILE, 256))
+    copy = EmbeddingPredictor(decoder_sam(tiny_shards / TINY_TEACHER_FILE, 256))
+    monkeypatch.setattr(grid_eval, "student_embedding", lambda student, s, device: torch.from_numpy(s.embedding)[None])
+    results = grid_eval.evaluate_image(sample, teacher, {"same": (None, copy)}, [3], "all")
+    assert results[0].miou == pytest.approx(1.0)
+
+
+def test_bad_eval_input(tiny_shards, two_runs, tmp_path):
+    out = tmp_path / "report"
+    assert_one_line_error(run_cli("eval", "--shards", tiny_shards, "--student", two_runs[0], "--grid", "0",
+                                  "--out", out), "--grid must be >= 1")
+    assert_one_line_error(run_cli("eval", "--shards", str(tmp_path / "no*.tar"), "--student", two_runs[0],
+                                  "--out", out), "no shards match")
+    wide = tmp_path / "wide"
+    checkpoint.save(wide / checkpoint.STUDENT_FILE, checkpoint.student_record(build_student("tinyvit-micro", 512)))
+    assert_one_line_error(run_cli("eval", "--shards", tiny_shards, "--student", wide, "--out", out),
+                          "gives embeddings [256, 32, 32] but the teacher's are [256, 16, 16]")
+    assert not out.exists()
