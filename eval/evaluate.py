@@ -22,7 +22,7 @@ from mobilesam_srw.distributed import distributed_context
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.eval.grid_eval import evaluate_image
 from mobilesam_srw.eval.metrics import MATCH_MODES
-from mobilesam_srw.eval.predictor import EmbeddingPredictor, decoder_sam
+from mobilesam_srw.sam.predictor import EmbeddingPredictor, decoder_sam
 from mobilesam_srw.eval.report import summarize, write_report
 from mobilesam_srw.sam.checkpoint import load_student
 from mobilesam_srw.sam.data import resolve_shards

@@ -13,9 +13,8 @@ import torch
 from segment_anything.utils.amg import build_point_grid
 
 from mobilesam_srw.eval.metrics import paired_iou, prompt_quartiles
-from mobilesam_srw.eval.predictor import EmbeddingPredictor
+from mobilesam_srw.sam.predictor import EmbeddingPredictor, student_embedding
 from mobilesam_srw.sam.student import SamStudent
-from mobilesam_srw.sam.transforms import normalize_padded, pad_image
 from mobilesam_srw.shards import ShardSample
 
 QUARTILES = 4
@@ -42,14 +41,6 @@ def grid_points(n: int, original_size: tuple[int, int]) -> np.ndarray:
     """``n x n`` grid in original-image ``(x, y)`` pixels, as ``SamAutomaticMaskGenerator``."""
     height, width = original_size
     return build_point_grid(n) * np.array([[width, height]])
-
-
-@torch.no_grad()
-def student_embedding(student: SamStudent, sample: ShardSample, device: torch.device) -> torch.Tensor:
-    """``[1, 256, H, W]`` student embedding of the sample's stored (resized) image."""
-    size = torch.tensor([sample.image.shape[:2]], device=device)
-    image = pad_image(sample.image, student.img_size)[None].to(device)
-    return student(normalize_padded(image, size)).float()
 
 
 def evaluate_image(

@@ -5,17 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mobilesam_srw.sam.masks import mask_iou
+
 MATCH_MODES = ("all", "teacher-best", "own-best")
 PATCH_SIZE = 16
-
-
-def mask_iou(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """IoU of boolean masks ``[..., h, w]`` -> ``[...]``; two empty masks have IoU 1."""
-    # uint8 products and int32 sums: 3.5x faster on CPU than bool & / | with .sum()
-    first, second = first.flatten(-2).to(torch.uint8), second.flatten(-2).to(torch.uint8)
-    intersection = (first * second).sum(-1, dtype=torch.int32)
-    union = first.sum(-1, dtype=torch.int32) + second.sum(-1, dtype=torch.int32) - intersection
-    return torch.where(union > 0, intersection / union.clamp_min(1), torch.ones(union.shape, device=union.device))
 
 
 def paired_iou(

@@ -20,13 +20,15 @@ Run = Callable[[argparse.Namespace], int]
 
 def _subcommands() -> dict[str, tuple[str, AddArguments, Run]]:
     """Name -> (one-line help, add_arguments, run). Each ``run`` imports its stage lazily."""
-    from mobilesam_srw.commands import evaluate, export, precompute, sample_data, train
+    from mobilesam_srw.commands import evaluate, export, figures, precompute, sample_data, train
 
     return {
         "precompute": (precompute.HELP, precompute.add_arguments, precompute.run),
         "train": (train.HELP, train.add_arguments, train.run),
         "export": (export.HELP, export.add_arguments, export.run),
         "eval": (evaluate.HELP, evaluate.add_arguments, evaluate.run),
+        "heatmap": (figures.HEATMAP_HELP, figures.add_heatmap_arguments, figures.run_heatmap),
+        "compare": (figures.COMPARE_HELP, figures.add_compare_arguments, figures.run_compare),
         "make-sample-data": (sample_data.HELP, sample_data.add_arguments, sample_data.run),
     }
 

@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mobilesam_srw.data_prep.precompute import PrecomputeConfig, run_precompute
 from mobilesam_srw.data_prep.sample_data import write_sample_sa1b
+from mobilesam_srw.sam import checkpoint
+from mobilesam_srw.sam.student import build_student
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -41,3 +44,16 @@ def tiny_shards(sample_sa1b, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shards")
     precompute_tiny(sample_sa1b, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def two_runs(tmp_path_factory) -> list:
+    """Two random tinyvit-micro students saved as run folders (training is tested elsewhere)."""
+    folder = tmp_path_factory.mktemp("runs")
+    runs = []
+    for seed, name in ((0, "mse"), (1, "srw")):
+        torch.manual_seed(seed)
+        run = folder / name
+        checkpoint.save(run / checkpoint.STUDENT_FILE, checkpoint.student_record(build_student("tinyvit-micro", 256)))
+        runs.append(run)
+    return runs

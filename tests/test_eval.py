@@ -14,24 +14,12 @@ from test_precompute import assert_one_line_error, original_images, read_all
 
 from mobilesam_srw.eval.evaluate import EvalConfig, evaluate
 from mobilesam_srw.eval.grid_eval import grid_points
-from mobilesam_srw.eval.metrics import mask_iou, paired_iou, prompt_quartiles
-from mobilesam_srw.eval.predictor import EmbeddingPredictor, decoder_sam
+from mobilesam_srw.eval.metrics import paired_iou, prompt_quartiles
+from mobilesam_srw.sam.masks import mask_iou
+from mobilesam_srw.sam.predictor import EmbeddingPredictor, decoder_sam
 from mobilesam_srw.sam import checkpoint
 from mobilesam_srw.sam.student import build_student
 from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE, load_tiny_teacher
-
-
-@pytest.fixture(scope="module")
-def two_runs(tmp_path_factory) -> list:
-    """Two random tinyvit-micro students saved as run folders (training is tested elsewhere)."""
-    folder = tmp_path_factory.mktemp("runs")
-    runs = []
-    for seed, name in ((0, "mse"), (1, "srw")):
-        torch.manual_seed(seed)
-        run = folder / name
-        checkpoint.save(run / checkpoint.STUDENT_FILE, checkpoint.student_record(build_student("tinyvit-micro", 256)))
-        runs.append(run)
-    return runs
 
 
 def test_teacher_masks_equal_sam_predictor_end_to_end(sample_sa1b, tmp_path):
@@ -99,8 +87,8 @@ def test_eval_report(tiny_shards, two_runs, tmp_path):
 
 def test_student_equal_to_teacher_scores_100(tiny_shards, monkeypatch):
     """A 'student' whose embedding is the teacher's own gives IoU 1: checks the pairing end to end."""
-    from mobilesam_srw.eval import grid_eval
     from mobilesam_srw import shards
+    from mobilesam_srw.eval import grid_eval
 
     sample = next(shards.iterate_shards(shards.shard_paths([tiny_shards])))
     teacher = EmbeddingPredictor(decoder_sam(tiny_shards / TINY_TEACHER_FILE, 256))

@@ -18,7 +18,10 @@ from torch import nn
 
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam.export import prompt_and_decoder
+from mobilesam_srw.sam.student import SamStudent
 from mobilesam_srw.sam.teacher import SamConfig, build_sam
+from mobilesam_srw.sam.transforms import normalize_padded, pad_image
+from mobilesam_srw.shards import ShardSample
 
 
 class StoredEncoder(nn.Module):
@@ -62,6 +65,13 @@ class EmbeddingPredictor(SamPredictor):
         self._sizes = (tuple(original_size), tuple(input_size))
         self._install()
 
+    @property
+    def embedding_image_size(self) -> tuple[int, int]:
+        """Original ``(h, w)`` of the image whose embedding is installed."""
+        if self._sizes is None:
+            raise RuntimeError("EmbeddingPredictor: call set_embedding first")
+        return self._sizes[0]
+
     def _install(self) -> None:
         self.reset_image()
         self.features = self._embedding
@@ -88,3 +98,26 @@ class EmbeddingPredictor(SamPredictor):
             labels = torch.ones(coords.shape[:2], dtype=torch.int64, device=self.device)
             masks, scores, _ = self.predict_torch(coords, labels, multimask_output=multimask_output)
             yield masks, scores
+
+
+@torch.no_grad()
+def student_embedding(student: SamStudent, sample: ShardSample, device: torch.device) -> torch.Tensor:
+    """``[1, 256, H, W]`` student embedding of the sample's stored (resized) image."""
+    size = torch.tensor([sample.image.shape[:2]], device=device)
+    image = pad_image(sample.image, student.img_size)[None].to(device)
+    return student(normalize_padded(image, size)).float()
+
+
+def automatic_masks(predictor: EmbeddingPredictor, points_per_side: int, **generator_options) -> list[dict]:
+    """``SamAutomaticMaskGenerator`` ("everything" mode) on the predictor's installed embedding.
+
+    Returns its records (``segmentation`` bool masks at the original size, ``area``, ``bbox``,
+    ``predicted_iou``, ...), sorted by area, largest first.
+    """
+    from segment_anything import SamAutomaticMaskGenerator
+
+    generator = SamAutomaticMaskGenerator(predictor.model, points_per_side=points_per_side, **generator_options)
+    generator.predictor = predictor
+    height, width = predictor.embedding_image_size
+    records = generator.generate(np.zeros((height, width, 3), dtype=np.uint8))  # only its size is read
+    return sorted(records, key=lambda record: -record["area"])

@@ -1,0 +1,60 @@
+"""``srw-sam heatmap`` (Figure 4) and ``srw-sam compare`` (Figure 3)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HEATMAP_HELP = "draw SRW patch-weight heatmaps of shard images (Figure 4), PNG and PDF"
+COMPARE_HELP = "draw teacher and students' masks side by side, boxes where runs differ (Figure 3), PNG and PDF"
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shards", nargs="+", required=True, help="precompute shards")
+    parser.add_argument("--out", type=Path, required=True, help="figure folder")
+    parser.add_argument("--keys", nargs="+", help="sample keys to draw (default: the first --first)")
+    parser.add_argument("--first", type=int, default=4, help="draw the first N samples (default 4)")
+
+
+def add_heatmap_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--tau", type=float, default=0.5, help="SRW temperature (default 0.5)")
+    parser.add_argument("--normalizer", choices=["softmax", "reverse", "sum"], default="softmax")
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders, e.g. runs/mse runs/srw")
+    parser.add_argument("--sam-checkpoint", type=Path, help="prompt encoder and decoder (default: the shards' tiny teacher)")
+    parser.add_argument("--grid", type=int, default=16, help="points per side of the automatic mask generator")
+    parser.add_argument("--pred-iou-thresh", type=float, default=0.88, help="SamAutomaticMaskGenerator's (default 0.88)")
+    parser.add_argument("--stability-thresh", type=float, default=0.95, help="SamAutomaticMaskGenerator's (default 0.95)")
+    parser.add_argument("--device", default="auto")
+
+
+def run_heatmap(args: argparse.Namespace) -> int:
+    from mobilesam_srw.sam.data import resolve_shards
+    from mobilesam_srw.viz.heatmap import draw_heatmaps
+
+    paths = draw_heatmaps(resolve_shards(args.shards), args.tau, args.out, args.keys, args.first, args.normalizer)
+    print(f"wrote {len(paths)} files to {args.out}", file=sys.stderr)
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from mobilesam_srw.distributed import resolve_device
+    from mobilesam_srw.errors import SrwError
+    from mobilesam_srw.eval.evaluate import resolve_sam_checkpoint
+    from mobilesam_srw.sam.data import resolve_shards
+    from mobilesam_srw.viz.compare import draw_comparisons
+
+    if args.grid < 1:
+        raise SrwError(f"--grid must be >= 1, got {args.grid}")
+    shard_paths = resolve_shards(args.shards)
+    checkpoint = resolve_sam_checkpoint(args.sam_checkpoint, shard_paths)
+    paths = draw_comparisons(shard_paths, args.runs, args.out, checkpoint, args.grid, args.keys, args.first,
+                             str(resolve_device(args.device)), pred_iou_thresh=args.pred_iou_thresh,
+                             stability_score_thresh=args.stability_thresh)
+    print(f"wrote {len(paths)} files to {args.out}", file=sys.stderr)
+    return 0

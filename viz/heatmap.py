@@ -1,0 +1,85 @@
+"""Figure 4: where SRW puts the weight. The image with SAM's padding shown, the patch-weight map
+``srw_weights(avesim, tau)`` (red high, blue low, with a colourbar), and the two overlaid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from mobilesam_srw.errors import SrwError
+from mobilesam_srw.shards import ShardSample, iterate_shards
+from mobilesam_srw.srw import srw_weights
+from mobilesam_srw.viz.figure_io import FULL_WIDTH_INCHES, PAPER_STYLE, plt, save_figure
+
+PADDING_GREY = 200
+
+
+def weight_map(sample: ShardSample, tau: float, normalizer: str = "softmax") -> np.ndarray:
+    """``[H, W]`` SRW weights of the sample's patches (Eq. 5 over all of them, as in training)."""
+    return srw_weights(torch.from_numpy(sample.avesim).flatten(), tau, normalizer).view(sample.avesim.shape).numpy()
+
+
+def padded_image(sample: ShardSample, size: int) -> np.ndarray:
+    """The stored image on SAM's ``size x size`` canvas; the padding light grey."""
+    canvas = np.full((size, size, 3), PADDING_GREY, dtype=np.uint8)
+    height, width = sample.image.shape[:2]
+    canvas[:height, :width] = sample.image
+    return canvas
+
+
+def heatmap_figure(sample: ShardSample, tau: float, normalizer: str = "softmax") -> plt.Figure:
+    """Three panels: padded image, weight map with colourbar, overlay."""
+    weights = weight_map(sample, tau, normalizer)
+    size = weights.shape[0] * 16
+    height, width = sample.image.shape[:2]
+    with plt.rc_context(PAPER_STYLE):
+        figure, axes = plt.subplots(1, 3, figsize=(FULL_WIDTH_INCHES, FULL_WIDTH_INCHES / 3 * 0.95),
+                                    gridspec_kw={"wspace": 0.08})
+        extent = (0, size, size, 0)
+        axes[0].imshow(padded_image(sample, size), extent=extent)
+        axes[0].add_patch(plt.Rectangle((0, 0), width, height, fill=False, edgecolor="white", linestyle="--", lw=0.8))
+        axes[0].set_title(f"{sample.key} (padding in grey)")
+        shown = axes[1].imshow(weights, cmap="jet", extent=extent, interpolation="nearest")
+        axes[1].set_title(f"SRW weights, {normalizer}, $\\tau$={tau:g}")
+        axes[2].imshow(padded_image(sample, size), extent=extent)
+        axes[2].imshow(weights, cmap="jet", extent=extent, interpolation="nearest", alpha=0.5)
+        axes[2].set_title("overlay")
+        for axis in axes:
+            axis.set_xticks([])
+            axis.set_yticks([])
+        bar = figure.colorbar(shown, ax=axes, fraction=0.025, pad=0.01)
+        bar.formatter.set_powerlimits((-2, 2))
+        bar.set_label("patch weight (uniform = 1/HW)")
+    return figure
+
+
+def choose_samples(shard_paths: Sequence[str], keys: Iterable[str] | None, first: int) -> list[ShardSample]:
+    """The samples named by ``keys`` (all must exist), else the first ``first``."""
+    wanted = list(keys or [])
+    chosen = []
+    for sample in iterate_shards(shard_paths):
+        if (wanted and sample.key in wanted) or (not wanted and len(chosen) < first):
+            chosen.append(sample)
+        if (wanted and len(chosen) == len(wanted)) or (not wanted and len(chosen) == first):
+            break
+    if missing := sorted(set(wanted) - {s.key for s in chosen}):
+        raise SrwError(f"--keys: not in the shards: {', '.join(missing)}")
+    if not chosen:
+        raise SrwError("the shards hold no samples")
+    return chosen
+
+
+def draw_heatmaps(shard_paths: Sequence[str], tau: float, out: Path, keys: Iterable[str] | None = None,
+                  first: int = 4, normalizer: str = "softmax") -> list[Path]:
+    """``out/heatmap_<key>.png`` and ``.pdf`` per chosen sample; returns the paths written."""
+    try:
+        srw_weights(torch.zeros(2), tau, normalizer)  # validates tau and normalizer before any work
+    except ValueError as error:
+        raise SrwError(str(error)) from None
+    paths = []
+    for sample in choose_samples(shard_paths, keys, first):
+        paths += save_figure(heatmap_figure(sample, tau, normalizer), Path(out) / f"heatmap_{sample.key}")
+    return paths
