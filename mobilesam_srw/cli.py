@@ -20,9 +20,10 @@ Run = Callable[[argparse.Namespace], int]
 
 def _subcommands() -> dict[str, tuple[str, AddArguments, Run]]:
     """Name -> (one-line help, add_arguments, run). Each ``run`` imports its stage lazily."""
-    from mobilesam_srw.commands import evaluate, export, figures, precompute, sample_data, train
+    from mobilesam_srw.commands import demo, evaluate, export, figures, precompute, sample_data, train
 
     return {
+        "demo": (demo.HELP, demo.add_arguments, demo.run),
         "precompute": (precompute.HELP, precompute.add_arguments, precompute.run),
         "train": (train.HELP, train.add_arguments, train.run),
         "export": (export.HELP, export.add_arguments, export.run),

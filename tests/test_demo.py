@@ -1,0 +1,37 @@
+"""The embedded default: the whole demo at a reduced size, end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+from conftest import run_cli
+from test_precompute import assert_one_line_error
+
+from mobilesam_srw.commands.demo import RANDOM_TEACHER_NOTE, DemoConfig, run_demo
+
+
+def test_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    report = run_demo(DemoConfig(out=out, train_images=4, val_images=1, epochs=1, batch_size=2, figures=1,
+                                 progress=False))
+    text = report.read_text()
+    assert RANDOM_TEACHER_NOTE in text
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    for run in ("mse", "srw"):
+        for grid in ("5", "16", "32"):
+            assert math.isfinite(summary["miou"][run][grid])
+            assert all(v is None or math.isfinite(v) for v in summary["miou_by_quartile"][run][grid])
+    assert "| mse |" in text and "| srw |" in text and "| srw Q1 (tail) |" in text
+    assert "| Method | 5x5 points | 16x16 points | 32x32 points |" in text
+    linked = re.findall(r"\]\((figures/[^)]+)\)", text)
+    assert len(linked) == 4  # a heatmap and a comparison, PNG and PDF each
+    for path in linked:
+        assert (out / path).is_file() and (out / path).stat().st_size > 0
+    assert (out / "runs" / "mse" / "student.pt").is_file() and (out / "runs" / "srw" / "student.pt").is_file()
+
+
+def test_demo_refuses_to_overwrite(tmp_path):
+    (tmp_path / "runs").mkdir()
+    assert_one_line_error(run_cli("demo", "--out", tmp_path), "holds an earlier demo")
