@@ -20,10 +20,12 @@ from tqdm import tqdm
 from mobilesam_srw import shards
 from mobilesam_srw.distributed import distributed_context
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.eval.everything_eval import evaluate_image_everything, summarize_everything
 from mobilesam_srw.eval.grid_eval import evaluate_image
+from mobilesam_srw.eval.gt_eval import PROMPTS, evaluate_image_gt, summarize_gt
 from mobilesam_srw.eval.metrics import MATCH_MODES
+from mobilesam_srw.eval.report import grid_rows, markdown_table, summarize, write_report
 from mobilesam_srw.sam.predictor import EmbeddingPredictor, decoder_sam
-from mobilesam_srw.eval.report import summarize, write_report
 from mobilesam_srw.sam.checkpoint import load_student
 from mobilesam_srw.sam.data import resolve_shards
 from mobilesam_srw.sam.student import EMBEDDING_STRIDE
@@ -40,8 +42,12 @@ class EvalConfig:
         out: report folder.
         sam_checkpoint: gives the prompt encoder and mask decoder; default: the tiny teacher
             saved beside the shards, when they were made by one.
-        grids: points per side of each grid (the paper: 5, 16, 32).
-        match: pairing of the three masks: ``all``, ``teacher-best``, ``own-best``.
+        mode: ``grid`` (Table 6), ``everything`` (automatic masks, matched; recall by size) or
+            ``gt`` (SA-1B annotation prompts against ground-truth masks).
+        grids: points per side of each grid (the paper: 5, 16, 32); ``everything`` takes one.
+        match: pairing of the three masks in grid mode: ``all``, ``teacher-best``, ``own-best``.
+        prompt: ``center`` or ``box``, for ``gt`` mode.
+        pred_iou_thresh, stability_thresh: the automatic mask generator's filters (``everything``).
         limit: evaluate the first N images only.
         points_per_batch: prompts per decoder call.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
@@ -52,8 +58,12 @@ class EvalConfig:
     students: list[Path]
     out: Path
     sam_checkpoint: Path | None = None
+    mode: str = "grid"
     grids: list[int] = field(default_factory=lambda: [32])
     match: str = "all"
+    prompt: str = "center"
+    pred_iou_thresh: float = 0.88
+    stability_thresh: float = 0.95
     limit: int | None = None
     points_per_batch: int = 64
     device: str = "auto"
@@ -66,6 +76,33 @@ class EvalConfig:
             raise SrwError(f"--match must be one of {', '.join(MATCH_MODES)}, got {self.match}")
         if not self.students:
             raise SrwError("--student: give at least one run folder")
+        if self.mode not in ("grid", "everything", "gt"):
+            raise SrwError(f"--mode must be grid, everything or gt, got {self.mode}")
+        if self.mode == "everything" and len(self.grids) != 1:
+            raise SrwError("--mode everything takes one --grid")
+        if self.prompt not in PROMPTS:
+            raise SrwError(f"--prompt must be one of {', '.join(PROMPTS)}, got {self.prompt}")
+
+    def evaluate_image(self, sample, teacher, students) -> list:
+        """This mode's results for one image."""
+        if self.mode == "grid":
+            return evaluate_image(sample, teacher, students, self.grids, self.match, self.points_per_batch)
+        if self.mode == "gt":
+            return evaluate_image_gt(sample, teacher, students, self.prompt, self.points_per_batch)
+        return evaluate_image_everything(sample, teacher, students, self.grids[0], points_per_batch=self.points_per_batch,
+                                         pred_iou_thresh=self.pred_iou_thresh,
+                                         stability_score_thresh=self.stability_thresh)
+
+    def report(self, results: list, labels: list[str]) -> tuple[dict, list[dict], str]:
+        """This mode's summary, per-image rows and Markdown table."""
+        if self.mode == "gt":
+            summary, table = summarize_gt(results, labels, self.prompt)
+            return summary, results, table
+        if self.mode == "everything":
+            summary, table = summarize_everything(results, labels, self.grids[0])
+            return summary, results, table
+        summary = {**summarize(results, labels, self.grids), "match": self.match}
+        return summary, grid_rows(results), markdown_table(summary, labels, self.grids)
 
 
 def resolve_sam_checkpoint(given: Path | None, shard_paths: list[str]) -> Path:
@@ -89,6 +126,10 @@ def first_embedding_shape(paths: list[str]) -> tuple[int, ...]:
     for sample in shards.iterate_shards(paths[:1], with_image=False):
         return sample.embedding.shape
     raise SrwError(f"{paths[0]} holds no samples")
+
+
+def row_key(result) -> str:
+    return result["key"] if isinstance(result, dict) else result.key
 
 
 def evaluate(config: EvalConfig) -> dict:
@@ -116,7 +157,7 @@ def evaluate(config: EvalConfig) -> dict:
             if config.limit is not None and index >= config.limit:
                 break
             if index % ctx.world_size == ctx.rank:
-                results += evaluate_image(sample, teacher, students, config.grids, config.match, config.points_per_batch)
+                results += config.evaluate_image(sample, teacher, students)
                 bar.update(ctx.world_size)
         bar.close()
         if ctx.is_distributed:
@@ -125,9 +166,10 @@ def evaluate(config: EvalConfig) -> dict:
             results = [result for part in gathered for result in part]
         if not results:
             raise SrwError("no images were evaluated")
-        summary = {**summarize(results, labels, config.grids), "match": config.match, "grids": config.grids,
-                   "runs": labels, "students": [str(s) for s in config.students], "sam_checkpoint": str(checkpoint_path)}
+        summary, rows, table = config.report(results, labels)
+        summary.update(mode=config.mode, grids=config.grids, runs=labels, students=[str(s) for s in config.students],
+                       sam_checkpoint=str(checkpoint_path), images=len({row_key(r) for r in results}))
         if ctx.is_main:
-            write_report(config.out, summary, results, labels, config.grids)
+            write_report(config.out, summary, rows, table)
             print(f"eval: {summary['images']} images; report: {config.out}", file=sys.stderr)
         return summary

@@ -63,17 +63,26 @@ def markdown_table(summary: dict, runs: list[str], grids: list[int]) -> str:
             + header + "\n".join(quartile_lines) + "\n")
 
 
-def write_report(out: Path, summary: dict, results: list[ImageResult], runs: list[str], grids: list[int]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["key", "run", "grid", "miou", "prompts"] + [f"miou_q{q + 1}" for q in range(QUARTILES)])
+def grid_rows(results: list[ImageResult]) -> list[dict]:
+    """Per-image CSV rows of grid mode."""
+    rows = []
     for r in sorted(results, key=lambda r: (r.key, r.run, r.grid)):
         quartiles = [_percent(r.quartile_sums[q], r.quartile_counts[q]) for q in range(QUARTILES)]
-        writer.writerow([r.key, r.run, r.grid, f"{100 * r.miou:.4f}", r.count]
-                        + ["" if v is None else f"{v:.4f}" for v in quartiles])
+        rows.append({"key": r.key, "run": r.run, "grid": r.grid, "miou": f"{100 * r.miou:.4f}", "prompts": r.count,
+                     **{f"miou_q{q + 1}": "" if v is None else f"{v:.4f}" for q, v in enumerate(quartiles)}})
+    return rows
+
+
+def write_report(out: Path, summary: dict, rows: list[dict], table: str) -> None:
+    """``summary.json``, ``per_image.csv`` (one row per image and run) and ``table.md``, atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     with atomic_path(out / PER_IMAGE_FILE) as temporary:
         temporary.write_text(buffer.getvalue())
     with atomic_path(out / TABLE_FILE) as temporary:
-        temporary.write_text(markdown_table(summary, runs, grids))
+        temporary.write_text(table)
     write_json(out / SUMMARY_FILE, summary)

@@ -109,3 +109,52 @@ def test_bad_eval_input(tiny_shards, two_runs, tmp_path):
     assert_one_line_error(run_cli("eval", "--shards", tiny_shards, "--student", wide, "--out", out),
                           "gives embeddings [256, 32, 32] but the teacher's are [256, 16, 16]")
     assert not out.exists()
+
+
+def test_gt_mode_scores_teacher_and_students(tiny_shards, two_runs, tmp_path):
+    for prompt in ("center", "box"):
+        summary = evaluate(EvalConfig(shards=[str(tiny_shards)], students=two_runs, out=tmp_path / prompt, mode="gt",
+                                      prompt=prompt, limit=2, progress=False, device="cpu"))
+        assert set(summary["miou"]) == {"teacher", "mse", "srw"} and summary["masks"] > 0
+        assert all(0 <= value <= 100 for value in summary["miou"].values())
+        assert "| teacher |" in (tmp_path / prompt / "table.md").read_text()
+
+
+def test_gt_masks_are_the_annotations(tiny_shards):
+    from pycocotools import mask as mask_utils
+
+    from mobilesam_srw import shards
+    from mobilesam_srw.eval.gt_eval import ground_truth
+
+    sample = next(shards.iterate_shards(shards.shard_paths([tiny_shards])))
+    masks, boxes, clicks = ground_truth(sample)
+    annotations = sample.meta["annotations"]
+    assert len(masks) == len(annotations) and masks.shape[1:] == tuple(sample.meta["original_size"])
+    first = annotations[0]
+    assert masks[0].sum().item() == first["area"]
+    x, y, w, h = first["bbox"]
+    assert boxes[0].tolist() == [x, y, x + w, y + h] and clicks[0].tolist() == first["point_coords"][0]
+    rle = {"size": first["segmentation"]["size"], "counts": first["segmentation"]["counts"].encode()}
+    assert (masks[0].numpy() == mask_utils.decode(rle).astype(bool)).all()
+
+
+def test_everything_mode_matches_and_buckets(tiny_shards, two_runs, tmp_path):
+    summary = evaluate(EvalConfig(shards=[str(tiny_shards)], students=two_runs, out=tmp_path, mode="everything",
+                                  grids=[4], pred_iou_thresh=0.0, stability_thresh=0.0, limit=1, progress=False,
+                                  device="cpu"))
+    for run in ("mse", "srw"):
+        values = summary["results"][run]
+        assert values["teacher_masks"] > 0 and set(values["recall"]) == {"small", "medium", "large", "all"}
+        assert values["matched_miou"] is None or 0 <= values["matched_miou"] <= 100
+    assert "recall small" in (tmp_path / "table.md").read_text()
+    rows = list(csv.DictReader((tmp_path / "per_image.csv").open()))
+    assert {row["run"] for row in rows} == {"mse", "srw"}
+
+
+def test_size_buckets_use_coco_thresholds_at_input_scale():
+    from mobilesam_srw.eval.everything_eval import size_bucket
+
+    assert size_bucket(31 ** 2, (1024, 1024), 1024) == "small"
+    assert size_bucket(95 ** 2, (1024, 1024), 1024) == "medium"
+    assert size_bucket(96 ** 2, (1024, 1024), 1024) == "large"
+    assert size_bucket(62 ** 2, (2048, 1500), 1024) == "small"  # 31 px at the 1024-px scale

@@ -99,6 +99,15 @@ class EmbeddingPredictor(SamPredictor):
             masks, scores, _ = self.predict_torch(coords, labels, multimask_output=multimask_output)
             yield masks, scores
 
+    @torch.no_grad()
+    def box_batches(self, boxes: np.ndarray, batch_size: int = 64):
+        """One box prompt (original-image XYXY) each, single-mask output, in batches; as :meth:`point_batches`."""
+        for start in range(0, len(boxes), batch_size):
+            transformed = self.transform.apply_boxes(boxes[start : start + batch_size], self.original_size)
+            transformed = torch.as_tensor(transformed, dtype=torch.float32, device=self.device)
+            masks, scores, _ = self.predict_torch(None, None, boxes=transformed, multimask_output=False)
+            yield masks, scores
+
 
 @torch.no_grad()
 def student_embedding(student: SamStudent, sample: ShardSample, device: torch.device) -> torch.Tensor:
