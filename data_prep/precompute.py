@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ from mobilesam_srw import shards
 from mobilesam_srw.atomic import read_json, write_json
 from mobilesam_srw.data_prep import writer
 from mobilesam_srw.data_prep.plan import Plan, make_plan
+from mobilesam_srw.data_prep.run_identity import check_output_folder, run_record, teacher_identity
 from mobilesam_srw.data_prep.sa1b import BadSample, SampleRef, load_sample
 from mobilesam_srw.data_prep.subset import parse_subset
 from mobilesam_srw.distributed import DistributedContext, distributed_context
@@ -113,72 +114,6 @@ def _check_config(config: PrecomputeConfig) -> None:
         raise SrwError("--batch-size must be >= 1 and --workers >= 0")
 
 
-def _teacher_identity(config: PrecomputeConfig) -> tuple[dict, "torch.nn.Module"]:
-    """The teacher (loaded and type-checked, or a new tiny one saved) and its identity record."""
-    tiny_file = config.out / sam_teacher.TINY_TEACHER_FILE
-    if config.teacher == "tiny" and config.checkpoint is None and not tiny_file.is_file():
-        torch.manual_seed(config.seed)
-        sam_config = replace(sam_teacher.SAM_CONFIGS["tiny"], image_size=config.tiny_image_size)
-        sam = sam_teacher.build_sam(sam_config)
-        checkpoint = None
-    else:
-        checkpoint = Path(config.checkpoint) if config.checkpoint is not None else tiny_file
-        sam = sam_teacher.load_sam(config.teacher, checkpoint)  # checks the type before any work
-        sam_config = sam_teacher.SAM_CONFIGS.get(config.teacher)
-        if config.teacher == "tiny":
-            sam_config = sam_teacher.sam_config_from_dict(torch.load(checkpoint, weights_only=True)["sam_config"])
-            if config.checkpoint is None and sam_config.image_size != config.tiny_image_size:
-                raise SrwError(
-                    f"{config.out} holds shards of teacher tiny at input size {sam_config.image_size}, "
-                    f"not tiny at {config.tiny_image_size}; choose another --out"
-                )
-    identity = {
-        "type": config.teacher,
-        "checkpoint": checkpoint.name if checkpoint else sam_teacher.TINY_TEACHER_FILE,
-        "checkpoint_sha256": sam_teacher.file_sha256(checkpoint) if checkpoint else None,
-        "sam_config": asdict(sam_config),
-    }
-    return identity, sam
-
-
-def _run_record(config: PrecomputeConfig, identity: dict, plan: Plan) -> dict:
-    sam_config = identity["sam_config"]
-    size = sam_config["image_size"] // sam_config["patch_size"]
-    return {
-        "teacher": identity,
-        "input_size": sam_config["image_size"],
-        "embedding_shape": [sam_config["embedding_dim"], size, size],
-        "embedding_dtype": config.dtype,
-        "samples_per_shard": config.shard_size,
-        "subset": config.subset,
-        "seed": config.seed,
-        "limit": config.limit,
-        "sources": plan.sources,
-        "plan_fingerprint": plan.fingerprint(),
-    }
-
-
-def _check_output_folder(out: Path, run: dict) -> None:
-    """Refuse a folder that holds shards of another teacher, input size, dtype or plan."""
-    run_file = out / writer.RUN_FILE
-    if not run_file.is_file():
-        if any(out.glob("shard-*.tar")):
-            raise SrwError(f"{out} holds shards not written by this precompute; choose an empty --out")
-        return
-    previous = read_json(run_file)
-    was, now = previous["teacher"], run["teacher"]
-    if (was["type"], previous["input_size"]) != (now["type"], run["input_size"]):
-        raise SrwError(
-            f"{out} holds shards of teacher {was['type']} at input size {previous['input_size']}, "
-            f"not {now['type']} at {run['input_size']}; choose another --out"
-        )
-    for name, label in (("embedding_dtype", "--dtype"), ("plan_fingerprint", "input, --subset, --limit or --shard-size")):
-        if previous[name] != run[name]:
-            raise SrwError(f"{out} was started with another {label}; rerun with the same arguments or a new --out")
-    if was["checkpoint_sha256"] != now["checkpoint_sha256"] and now["checkpoint_sha256"] is not None:
-        raise SrwError(f"{out} holds embeddings of another {was['type']} checkpoint; choose another --out")
-
-
 def _agree(ctx: DistributedContext, error: str | None) -> None:
     """All ranks raise rank 0's setup error, so none waits forever at a barrier."""
     if ctx.is_distributed:
@@ -199,9 +134,9 @@ def _prepare(config: PrecomputeConfig, ctx: DistributedContext) -> tuple[Plan, d
     error, sam = None, None
     if ctx.is_main:
         try:
-            identity, sam = _teacher_identity(config)
-            run = _run_record(config, identity, plan)
-            _check_output_folder(config.out, run)
+            identity, sam = teacher_identity(config)
+            run = run_record(config, identity, plan)
+            check_output_folder(config.out, run)
             config.out.mkdir(parents=True, exist_ok=True)
             if identity["checkpoint_sha256"] is None:  # a new tiny teacher: save it for resume and eval
                 tiny_file = config.out / sam_teacher.TINY_TEACHER_FILE

@@ -25,7 +25,6 @@ import webdataset as wds
 from mobilesam_srw import shards
 from mobilesam_srw.data_prep.precompute import PrecomputeConfig, run_precompute
 from mobilesam_srw.data_prep.sample_data import write_sample_sa1b
-from mobilesam_srw.losses import feature_mse
 from mobilesam_srw.sam.loss import patch_weights
 from mobilesam_srw.sam.train import TrainConfig, train
 from mobilesam_srw.srw import reweighted_mean

@@ -158,3 +158,25 @@ def test_size_buckets_use_coco_thresholds_at_input_scale():
     assert size_bucket(95 ** 2, (1024, 1024), 1024) == "medium"
     assert size_bucket(96 ** 2, (1024, 1024), 1024) == "large"
     assert size_bucket(62 ** 2, (2048, 1500), 1024) == "small"  # 31 px at the 1024-px scale
+
+
+def test_two_gloo_ranks_merge_to_the_single_process_report(tiny_shards, two_runs, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    single = evaluate(EvalConfig(shards=[str(tiny_shards)], students=two_runs, out=tmp_path / "single", grids=[2, 3],
+                                 limit=3, progress=False, device="cpu"))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29583",
+               "-m", "mobilesam_srw", "eval", "--shards", str(tiny_shards), "--student", *map(str, two_runs),
+               "--grid", "2", "3", "--limit", "3", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "ranks")]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    merged = json.loads((tmp_path / "ranks" / "summary.json").read_text())
+    assert merged["images"] == 3 and merged["prompts"] == single["prompts"]
+    for run in ("mse", "srw"):
+        for grid in ("2", "3"):
+            assert merged["miou"][run][grid] == pytest.approx(single["miou"][run][grid], abs=1e-4)
+    rows = list(csv.DictReader((tmp_path / "ranks" / "per_image.csv").open()))
+    assert len(rows) == 3 * 2 * 2

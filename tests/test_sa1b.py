@@ -1,6 +1,5 @@
 """SA-1B reading, subset choice, and the sample-data builder."""
 
-import json
 import tarfile
 
 import numpy as np

@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import webdataset as wds
 from conftest import run_cli
@@ -21,7 +20,6 @@ from test_precompute import assert_one_line_error
 
 from mobilesam_srw import shards
 from mobilesam_srw.sam import checkpoint
-from mobilesam_srw.sam.data import index_shards
 from mobilesam_srw.sam.export import student_sam
 from mobilesam_srw.sam.student import build_student
 from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam, save_tiny_teacher

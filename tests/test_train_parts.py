@@ -74,3 +74,22 @@ def test_warmup_cosine():
     factor = warmup_cosine(total_steps=100, warmup_steps=10)
     assert factor(0) == 0.1 and factor(9) == 1.0 and factor(10) == 1.0
     assert abs(factor(55) - 0.5) < 1e-9 and factor(100) == 0.0
+
+
+def test_missing_avesim_is_computed_from_the_embedding(tmp_path):
+    import webdataset as wds
+
+    from mobilesam_srw import shards
+    from mobilesam_srw.sam.data import EmbeddingShards, index_shards
+
+    rng = np.random.default_rng(0)
+    embedding = rng.standard_normal((256, 4, 4)).astype(np.float32)
+    sample = shards.encode_sample("sa_1", shards.encode_image(np.zeros((64, 48, 3), np.uint8)), embedding,
+                                  np.zeros((4, 4), np.float32), {"key": "sa_1"}, "fp32")
+    del sample[shards.AVESIM_FIELD]
+    with wds.TarWriter(str(tmp_path / "shard-000000.tar"), encoder=False) as writer:
+        writer.write(sample)
+    item = EmbeddingShards(index_shards([str(tmp_path / "shard-000000.tar")]), input_size=64)[0]
+    expected = average_similarity(torch.from_numpy(embedding).flatten(1).T)
+    torch.testing.assert_close(item["avesim"], expected)
+    assert item["image"].shape == (3, 64, 64) and item["size"].tolist() == [64, 48]

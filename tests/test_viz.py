@@ -8,7 +8,6 @@ from conftest import run_cli
 from PIL import Image
 from test_precompute import assert_one_line_error, read_all
 
-from mobilesam_srw import shards
 from mobilesam_srw.srw import srw_weights
 from mobilesam_srw.viz.compare import differing_boxes
 from mobilesam_srw.viz.heatmap import heatmap_figure, weight_map

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, Sampler
 from mobilesam_srw import shards
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam.transforms import pad_image
+from mobilesam_srw.srw import average_similarity
 from mobilesam_srw.tar_index import FileSpan, index_tar
 
 REQUIRED_FIELDS = (shards.IMAGE_FIELD, shards.EMBEDDING_FIELD, shards.META_FIELD)
@@ -43,6 +44,13 @@ def index_shards(paths: Sequence[str]) -> list[dict[str, FileSpan]]:
     return samples
 
 
+def embedding_shape_of(samples: list[dict[str, FileSpan]]) -> tuple[int, ...]:
+    """The embedding shape of the first indexed sample, e.g. ``(256, 64, 64)``."""
+    if not samples:
+        raise SrwError("the shards hold no samples")
+    return tuple(shards.load_npy(samples[0][shards.EMBEDDING_FIELD].read()).shape)
+
+
 def resolve_shards(patterns: Sequence[str], what: str = "--shards") -> list[str]:
     paths = shards.shard_paths(patterns)
     if not paths:
@@ -58,7 +66,8 @@ class EmbeddingShards(Dataset):
         input_size: the encoder input size S; images are padded to ``S x S``.
 
     Each item: ``image`` ``[3, S, S]`` uint8 (padded), ``size`` ``[2]`` (h, w),
-    ``embedding`` ``[C, H, W]`` (fp16 stays fp16), ``avesim`` ``[H*W]`` float32, ``key``.
+    ``embedding`` ``[C, H, W]`` (fp16 stays fp16), ``avesim`` ``[H*W]`` float32 (stored, or computed
+    from the embedding when a shard has none), ``key``.
     """
 
     def __init__(self, samples: list[dict[str, FileSpan]], input_size: int) -> None:
@@ -72,20 +81,20 @@ class EmbeddingShards(Dataset):
         spans = self.samples[index]
         raw = {"__key__": spans["__key__"]}
         raw.update({field: span.read() for field, span in spans.items() if field != "__key__"})
-        if shards.AVESIM_FIELD not in raw:
-            raise SrwError(f"sample {raw['__key__']} has no {shards.AVESIM_FIELD}")
-        sample = shards.decode_sample(raw, as_float32=False)
+        embedding = torch.from_numpy(shards.decode_embedding(raw, as_float32=False))
+        if shards.AVESIM_FIELD in raw:
+            avesim = torch.from_numpy(shards.load_npy(raw[shards.AVESIM_FIELD])).flatten()
+        else:  # shards written without it: Eq. 4 over the teacher embedding's patches, here in the worker
+            avesim = average_similarity(embedding.flatten(1).T)
+        image = shards.decode_image(raw[shards.IMAGE_FIELD])
         return {
-            "image": pad_image(sample.image, self.input_size),
-            "size": torch.tensor(sample.image.shape[:2]),
-            "embedding": torch.from_numpy(sample.embedding),
-            "avesim": torch.from_numpy(sample.avesim).flatten(),
-            "key": sample.key,
+            "image": pad_image(image, self.input_size),
+            "size": torch.tensor(image.shape[:2]),
+            "embedding": embedding,
+            "avesim": avesim,
+            "key": raw["__key__"],
         }
 
-    def peek_embedding_shape(self) -> tuple[int, ...]:
-        spans = self.samples[0]
-        return tuple(shards.load_npy(spans[shards.EMBEDDING_FIELD].read()).shape)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam import checkpoint
 from mobilesam_srw.sam.mobilesam_format import to_mobilesam
 from mobilesam_srw.sam.student import SamStudent
-from mobilesam_srw.sam.teacher import build_sam, sam_config_from_dict
+from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam, sam_config_from_dict
 
 PROMPT_AND_DECODER = ("prompt_encoder.", "mask_decoder.")
 
@@ -36,8 +36,6 @@ def student_sam(student: SamStudent, sam_checkpoint: Path) -> Sam:
     if isinstance(saved, dict) and "sam_config" in saved:
         config = sam_config_from_dict(saved["sam_config"])
     else:
-        from mobilesam_srw.sam.teacher import SAM_CONFIGS
-
         config = SAM_CONFIGS["vit_b"]  # prompt encoder and decoder are the same for every released SAM
     if config.image_size != student.img_size:
         raise SrwError(f"teacher input size {config.image_size} differs from the student's {student.img_size}")

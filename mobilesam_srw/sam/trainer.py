@@ -18,7 +18,14 @@ from torch.utils.data import DataLoader
 from mobilesam_srw.distributed import DistributedContext
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam import checkpoint
-from mobilesam_srw.sam.data import BatchPlan, EmbeddingShards, MicroBatchSampler, index_shards, resolve_shards
+from mobilesam_srw.sam.data import (
+    BatchPlan,
+    EmbeddingShards,
+    MicroBatchSampler,
+    embedding_shape_of,
+    index_shards,
+    resolve_shards,
+)
 from mobilesam_srw.sam.loss import embedding_loss
 from mobilesam_srw.sam.student import EMBEDDING_STRIDE, SamStudent, build_student
 from mobilesam_srw.sam.train_config import TrainConfig, amp_dtype, warmup_cosine
@@ -36,14 +43,13 @@ def _load_init(student: SamStudent, path: Path) -> None:
 
 
 class Trainer:
-    """Owns the model, optimiser and data of one run; :meth:`fit` trains it."""
+    """Owns the model, optimiser, schedule and data order of one run; ``train.train`` drives it."""
 
     def __init__(self, config: TrainConfig, ctx: DistributedContext) -> None:
         self.config, self.ctx = config, ctx
-        paths = resolve_shards(config.shards)
-        self.dataset = EmbeddingShards(index_shards(paths), input_size=0)
-        embedding_shape = self.dataset.peek_embedding_shape()
-        self.dataset.input_size = embedding_shape[-1] * EMBEDDING_STRIDE
+        samples = index_shards(resolve_shards(config.shards))
+        embedding_shape = embedding_shape_of(samples)
+        self.dataset = EmbeddingShards(samples, input_size=embedding_shape[-1] * EMBEDDING_STRIDE)
         torch.manual_seed(config.seed)
         self.student = build_student(config.student, self.dataset.input_size)
         if self.student.embedding_shape != embedding_shape:

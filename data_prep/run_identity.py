@@ -1,0 +1,88 @@
+"""The identity of a precompute run (teacher, input size, dtype, plan) and the output folder's fit.
+
+A rerun may only add to a folder whose shards came from the same teacher checkpoint, input
+size, embedding dtype and plan; anything else is refused before a byte is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from mobilesam_srw.atomic import read_json
+from mobilesam_srw.data_prep import writer
+from mobilesam_srw.data_prep.plan import Plan
+from mobilesam_srw.errors import SrwError
+from mobilesam_srw.sam import teacher as sam_teacher
+
+if TYPE_CHECKING:
+    from mobilesam_srw.data_prep.precompute import PrecomputeConfig
+
+
+def teacher_identity(config: "PrecomputeConfig") -> tuple[dict, "torch.nn.Module"]:
+    """The teacher (loaded and type-checked, or a new tiny one saved) and its identity record."""
+    tiny_file = config.out / sam_teacher.TINY_TEACHER_FILE
+    if config.teacher == "tiny" and config.checkpoint is None and not tiny_file.is_file():
+        torch.manual_seed(config.seed)
+        sam_config = replace(sam_teacher.SAM_CONFIGS["tiny"], image_size=config.tiny_image_size)
+        sam = sam_teacher.build_sam(sam_config)
+        checkpoint = None
+    else:
+        checkpoint = Path(config.checkpoint) if config.checkpoint is not None else tiny_file
+        sam = sam_teacher.load_sam(config.teacher, checkpoint)  # checks the type before any work
+        sam_config = sam_teacher.SAM_CONFIGS.get(config.teacher)
+        if config.teacher == "tiny":
+            sam_config = sam_teacher.sam_config_from_dict(torch.load(checkpoint, weights_only=True)["sam_config"])
+            if config.checkpoint is None and sam_config.image_size != config.tiny_image_size:
+                raise SrwError(
+                    f"{config.out} holds shards of teacher tiny at input size {sam_config.image_size}, "
+                    f"not tiny at {config.tiny_image_size}; choose another --out"
+                )
+    identity = {
+        "type": config.teacher,
+        "checkpoint": checkpoint.name if checkpoint else sam_teacher.TINY_TEACHER_FILE,
+        "checkpoint_sha256": sam_teacher.file_sha256(checkpoint) if checkpoint else None,
+        "sam_config": asdict(sam_config),
+    }
+    return identity, sam
+
+
+def run_record(config: "PrecomputeConfig", identity: dict, plan: Plan) -> dict:
+    sam_config = identity["sam_config"]
+    size = sam_config["image_size"] // sam_config["patch_size"]
+    return {
+        "teacher": identity,
+        "input_size": sam_config["image_size"],
+        "embedding_shape": [sam_config["embedding_dim"], size, size],
+        "embedding_dtype": config.dtype,
+        "samples_per_shard": config.shard_size,
+        "subset": config.subset,
+        "seed": config.seed,
+        "limit": config.limit,
+        "sources": plan.sources,
+        "plan_fingerprint": plan.fingerprint(),
+    }
+
+
+def check_output_folder(out: Path, run: dict) -> None:
+    """Refuse a folder that holds shards of another teacher, input size, dtype or plan."""
+    run_file = out / writer.RUN_FILE
+    if not run_file.is_file():
+        if any(out.glob("shard-*.tar")):
+            raise SrwError(f"{out} holds shards not written by this precompute; choose an empty --out")
+        return
+    previous = read_json(run_file)
+    was, now = previous["teacher"], run["teacher"]
+    if (was["type"], previous["input_size"]) != (now["type"], run["input_size"]):
+        raise SrwError(
+            f"{out} holds shards of teacher {was['type']} at input size {previous['input_size']}, "
+            f"not {now['type']} at {run['input_size']}; choose another --out"
+        )
+    for name, label in (("embedding_dtype", "--dtype"), ("plan_fingerprint", "input, --subset, --limit or --shard-size")):
+        if previous[name] != run[name]:
+            raise SrwError(f"{out} was started with another {label}; rerun with the same arguments or a new --out")
+    if was["checkpoint_sha256"] != now["checkpoint_sha256"] and now["checkpoint_sha256"] is not None:
+        raise SrwError(f"{out} holds embeddings of another {was['type']} checkpoint; choose another --out")
