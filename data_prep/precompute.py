@@ -138,10 +138,11 @@ def _prepare(config: PrecomputeConfig, ctx: DistributedContext) -> tuple[Plan, d
             run = run_record(config, identity, plan)
             check_output_folder(config.out, run)
             config.out.mkdir(parents=True, exist_ok=True)
-            if identity["checkpoint_sha256"] is None:  # a new tiny teacher: save it for resume and eval
-                tiny_file = config.out / sam_teacher.TINY_TEACHER_FILE
+            tiny_file = config.out / sam_teacher.TINY_TEACHER_FILE
+            if config.teacher == "tiny" and not tiny_file.is_file():  # beside the shards, for resume and eval
                 sam_teacher.save_tiny_teacher(sam, sam_teacher.sam_config_from_dict(identity["sam_config"]), tiny_file)
-                identity["checkpoint_sha256"] = sam_teacher.file_sha256(tiny_file)
+                if identity["checkpoint_sha256"] is None:  # a new teacher: this file is its identity
+                    identity["checkpoint_sha256"] = sam_teacher.file_sha256(tiny_file)
             if not (config.out / writer.RUN_FILE).is_file():
                 write_json(config.out / writer.RUN_FILE, run)
         except SrwError as failure:

@@ -20,7 +20,7 @@ from mobilesam_srw import shards
 from mobilesam_srw.data_prep.sa1b import SampleRef, load_sample
 from mobilesam_srw.tar_index import FileSpan
 from mobilesam_srw.data_prep.sample_data import add_member, sa1b_sample, write_sample_sa1b
-from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE, load_tiny_teacher
+from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE, file_sha256, load_tiny_teacher
 from mobilesam_srw.srw import average_similarity
 
 
@@ -231,3 +231,17 @@ def test_output_folder_of_another_teacher_or_size(tiny_shards, sample_sa1b, tmp_
     (foreign / "shard-000000.tar").write_bytes(b"")
     result = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "tiny", "--out", foreign)
     assert_one_line_error(result, "not written by this precompute")
+
+
+def test_tiny_teacher_file_is_kept_beside_every_shard_folder(tiny_shards, sample_sa1b, tmp_path):
+    """Shards made with an existing tiny teacher carry a copy, so eval finds it; reruns still resume."""
+    given = tiny_shards / TINY_TEACHER_FILE
+    args = ["precompute", "--sa1b", sample_sa1b, "--teacher", "tiny", "--checkpoint", given, "--subset", "all",
+            "--limit", "2", "--workers", "0", "--no-progress", "--out", tmp_path]
+    assert run_cli(*args).returncode == 0
+    copy = load_tiny_teacher(tmp_path / TINY_TEACHER_FILE).state_dict()
+    original = load_tiny_teacher(given).state_dict()
+    assert all(torch.equal(copy[k], original[k]) for k in original)
+    assert shards.read_manifest(tmp_path)["teacher"]["checkpoint_sha256"] == file_sha256(given)
+    rerun = run_cli(*args)
+    assert rerun.returncode == 0, rerun.stderr

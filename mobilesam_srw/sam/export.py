@@ -15,6 +15,7 @@ from mobilesam_srw.sam.student import SamStudent
 from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam, sam_config_from_dict
 
 PROMPT_AND_DECODER = ("prompt_encoder.", "mask_decoder.")
+MOBILESAM_STUDENT = "tinyvit-5m"  # the architecture of MobileSAM's vit_t
 
 
 def teacher_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -49,6 +50,8 @@ def student_sam(student: SamStudent, sam_checkpoint: Path) -> Sam:
 def export_mobilesam(run: Path, sam_checkpoint: Path, out: Path) -> dict[str, torch.Tensor]:
     """Write ``out``: MobileSAM's ``image_encoder.*`` from the run, the rest from the SAM checkpoint."""
     student, _ = checkpoint.load_student(run)
+    if student.name != MOBILESAM_STUDENT:
+        raise SrwError(f"MobileSAM's vit_t is {MOBILESAM_STUDENT}; this run's student is {student.name}")
     state = {**to_mobilesam(student), **prompt_and_decoder(sam_checkpoint)}
     checkpoint.save(Path(out), state)
     return state
