@@ -26,7 +26,7 @@ from mobilesam_srw.eval.metrics import MATCH_MODES
 from mobilesam_srw.eval.report import grid_rows, markdown_table, summarize, write_report
 from mobilesam_srw.sam.predictor import EmbeddingPredictor, decoder_sam
 from mobilesam_srw.sam.checkpoint import load_student
-from mobilesam_srw.sam.data import resolve_shards
+from mobilesam_srw.sam.data import index_shards, resolve_shards
 from mobilesam_srw.sam.student import EMBEDDING_STRIDE
 from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE
 
@@ -151,7 +151,9 @@ def evaluate(config: EvalConfig) -> dict:
             student.to(ctx.device)
             students[label] = (student, EmbeddingPredictor(decoder_sam(checkpoint_path, input_size, student).to(ctx.device)))
         results = []
-        bar = tqdm(unit="img", desc=f"eval[{ctx.rank}]", disable=not (config.progress and ctx.is_main))
+        total = len(index_shards(paths)) if config.progress and ctx.is_main else 0  # headers only: fast
+        total = min(total, config.limit) if config.limit is not None else total
+        bar = tqdm(total=total, unit="img", desc="eval", disable=not (config.progress and ctx.is_main))
         for index, sample in enumerate(shards.iterate_shards(paths)):
             if config.limit is not None and index >= config.limit:
                 break
