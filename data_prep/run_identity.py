@@ -32,10 +32,11 @@ def teacher_identity(config: "PrecomputeConfig") -> tuple[dict, "torch.nn.Module
         checkpoint = None
     else:
         checkpoint = Path(config.checkpoint) if config.checkpoint is not None else tiny_file
-        sam = sam_teacher.load_sam(config.teacher, checkpoint)  # checks the type before any work
-        sam_config = sam_teacher.SAM_CONFIGS.get(config.teacher)
-        if config.teacher == "tiny":
-            sam_config = sam_teacher.sam_config_from_dict(torch.load(checkpoint, weights_only=True)["sam_config"])
+        if config.teacher != "tiny":
+            sam = sam_teacher.load_sam(config.teacher, checkpoint)  # checks the type before any work
+            sam_config = sam_teacher.SAM_CONFIGS[config.teacher]
+        else:
+            sam, sam_config = sam_teacher.read_tiny_teacher(checkpoint)
             if config.checkpoint is None and sam_config.image_size != config.tiny_image_size:
                 raise SrwError(
                     f"{config.out} holds shards of teacher tiny at input size {sam_config.image_size}, "

@@ -160,14 +160,19 @@ def sam_config_from_dict(values: dict) -> SamConfig:
     return SamConfig(**{**values, "encoder_global_attn_indexes": tuple(values["encoder_global_attn_indexes"])})
 
 
-def load_tiny_teacher(path: Path) -> Sam:
-    """A tiny teacher saved by :func:`save_tiny_teacher`."""
+def read_tiny_teacher(path: Path) -> tuple[Sam, SamConfig]:
+    """A tiny teacher saved by :func:`save_tiny_teacher`, and its config."""
     saved = _read_checkpoint(path)
     if not isinstance(saved, dict) or "sam_config" not in saved:
         raise SrwError(f"{path} is not a tiny-teacher file written by precompute (no sam_config)")
-    sam = build_sam(sam_config_from_dict(saved["sam_config"]))
+    config = sam_config_from_dict(saved["sam_config"])
+    sam = build_sam(config)
     sam.load_state_dict(saved["model"])
-    return sam
+    return sam, config
+
+
+def load_tiny_teacher(path: Path) -> Sam:
+    return read_tiny_teacher(path)[0]
 
 
 def resize_longest_side(image: np.ndarray, image_size: int) -> np.ndarray:
