@@ -103,14 +103,14 @@ class ShardSample:
         key: the SA-1B stem, e.g. ``sa_1``.
         image: ``[h, w, 3]`` uint8 RGB, longest side = the encoder input size.
         embedding: ``[C, H, W]`` teacher embedding (float32, or float16 when so decoded).
-        avesim: ``[H, W]`` float32 average similarity of each patch (Eq. 4).
+        avesim: ``[H, W]`` float32 average similarity of each patch (Eq. 4); None if the shard lacks it.
         meta: the sample's JSON record.
     """
 
     key: str
     image: np.ndarray
     embedding: np.ndarray
-    avesim: np.ndarray
+    avesim: np.ndarray | None
     meta: dict
 
 
@@ -138,7 +138,7 @@ def decode_sample(raw: dict, with_image: bool = True, as_float32: bool = True) -
         key=raw["__key__"],
         image=decode_image(raw[IMAGE_FIELD]) if with_image else np.empty((0, 0, 3), np.uint8),
         embedding=decode_embedding(raw, as_float32),
-        avesim=load_npy(raw[AVESIM_FIELD]),
+        avesim=load_npy(raw[AVESIM_FIELD]) if AVESIM_FIELD in raw else None,
         meta=json.loads(raw[META_FIELD]),
     )
 

@@ -81,20 +81,19 @@ class EmbeddingShards(Dataset):
         spans = self.samples[index]
         raw = {"__key__": spans["__key__"]}
         raw.update({field: span.read() for field, span in spans.items() if field != "__key__"})
-        embedding = torch.from_numpy(shards.decode_embedding(raw, as_float32=False))
-        if shards.AVESIM_FIELD in raw:
-            avesim = torch.from_numpy(shards.load_npy(raw[shards.AVESIM_FIELD])).flatten()
+        sample = shards.decode_sample(raw, as_float32=False)
+        embedding = torch.from_numpy(sample.embedding)
+        if sample.avesim is not None:
+            avesim = torch.from_numpy(sample.avesim).flatten()
         else:  # shards written without it: Eq. 4 over the teacher embedding's patches, here in the worker
             avesim = average_similarity(embedding.flatten(1).T)
-        image = shards.decode_image(raw[shards.IMAGE_FIELD])
         return {
-            "image": pad_image(image, self.input_size),
-            "size": torch.tensor(image.shape[:2]),
+            "image": pad_image(sample.image, self.input_size),
+            "size": torch.tensor(sample.image.shape[:2]),
             "embedding": embedding,
             "avesim": avesim,
-            "key": raw["__key__"],
+            "key": sample.key,
         }
-
 
 
 @dataclass(frozen=True)
