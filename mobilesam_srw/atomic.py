@@ -31,3 +31,10 @@ def write_json(path: Path, data: object) -> None:
 
 def read_json(path: Path) -> object:
     return json.loads(Path(path).read_text())
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Remove the temporary files of :func:`atomic_path` that a killed process left in ``folder``."""
+    if Path(folder).is_dir():
+        for leftover in Path(folder).glob(".*.tmp*"):
+            leftover.unlink(missing_ok=True)

@@ -10,6 +10,8 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
+from mobilesam_srw.errors import SrwError
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -44,7 +46,14 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     """``"auto"`` -> this rank's GPU when CUDA is available, else the CPU; else the named device."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SrwError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise SrwError(f"--device {device}: no CUDA GPU is available here")
+    if resolved.type not in ("cpu", "cuda"):
+        raise SrwError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
     if resolved.type == "cuda" and resolved.index is None:
         resolved = torch.device("cuda", local_rank)
     return resolved

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -38,6 +39,15 @@ EMBEDDING_FIELD = "emb.npy"
 SCALE_FIELD = "emb_scale.npy"
 AVESIM_FIELD = "avesim.npy"
 META_FIELD = "json"
+
+# A sample key names tar members (``<key>.<field>``) and files derived from it: letters, digits, ``_``
+# and ``-`` only (no dot, which WebDataset reads as the field separator; no slash), at most 128 characters.
+KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def is_safe_key(key: object) -> bool:
+    """Whether ``key`` is a valid sample key (:data:`KEY_PATTERN`)."""
+    return isinstance(key, str) and KEY_PATTERN.fullmatch(key) is not None
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -172,3 +182,67 @@ def iterate_shards(paths: Iterable[str], with_image: bool = True):
 def read_manifest(folder: Path) -> dict | None:
     path = Path(folder) / MANIFEST_NAME
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+# --- shard folders: finding shards, indexing members, their embedding shape ---------------------
+
+REQUIRED_FIELDS = (IMAGE_FIELD, EMBEDDING_FIELD, META_FIELD)
+
+
+def resolve_shards(patterns: Iterable[str], what: str = "--shards") -> list[str]:
+    """:func:`shard_paths`, or a one-line error naming the option when nothing matches."""
+    from mobilesam_srw.errors import SrwError
+
+    paths = shard_paths(patterns)
+    if not paths:
+        raise SrwError(f"{what}: no shards match {' '.join(map(str, patterns))}")
+    return paths
+
+
+def index_shards(paths: Iterable[str]) -> list[dict]:
+    """One entry per sample (in shard and member order): ``__key__`` and field -> :class:`FileSpan` of its bytes.
+
+    Reads tar headers only (one seek per member), for random access in training.
+    """
+    from mobilesam_srw.errors import SrwError
+    from mobilesam_srw.tar_index import index_tar
+
+    samples: list[dict] = []
+    for path in paths:
+        members, error = index_tar(Path(path))
+        if error is not None:
+            raise SrwError(f"cannot read shard {path}: {error}")
+        by_key: dict[str, dict] = {}
+        for name, span in members.items():
+            key, _, field = name.partition(".")
+            by_key.setdefault(key, {})[field] = span
+        for key, fields in by_key.items():
+            if missing := [f for f in REQUIRED_FIELDS if f not in fields]:
+                raise SrwError(f"shard {path}: sample {key} has no {', '.join(missing)} (not a precompute shard?)")
+            samples.append({"__key__": key, **fields})
+    return samples
+
+
+def _manifests(paths: list[str]) -> list[dict]:
+    return [m for folder in sorted({str(Path(p).parent) for p in paths}) if (m := read_manifest(Path(folder)))]
+
+
+def embedding_shape(paths: list[str]) -> tuple[int, ...]:
+    """The ``[C, H, W]`` embedding shape of the shards: from their ``manifest.json``, else their first sample."""
+    from mobilesam_srw.errors import SrwError
+
+    shapes = {tuple(m["embedding_shape"]) for m in _manifests(paths) if "embedding_shape" in m}
+    if len(shapes) > 1:
+        raise SrwError(f"the shards hold embeddings of several shapes: {sorted(shapes)}")
+    if shapes:
+        return shapes.pop()
+    for sample in iterate_shards(paths[:1], with_image=False):
+        return tuple(sample.embedding.shape)
+    raise SrwError(f"{paths[0]} holds no samples")
+
+
+def sample_count(paths: list[str]) -> int | None:
+    """Samples in ``paths`` from the manifests listing them all, or None when a manifest is missing."""
+    counts = {entry["name"]: entry["samples"] for m in _manifests(paths) for entry in m.get("shards", [])}
+    names = [Path(p).name for p in paths]
+    return sum(counts[name] for name in names) if all(name in counts for name in names) else None

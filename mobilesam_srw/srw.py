@@ -50,11 +50,29 @@ def average_similarity(features: torch.Tensor, dim: int = -2) -> torch.Tensor:
         raise ValueError("dim: the item axis must differ from the last (feature) axis")
     _check_group(features.shape[item_dim], "features")
     items = features.float().movedim(item_dim, -2)  # [..., N, D]
-    inverse_norms = items.norm(dim=-1).clamp_min(_NORM_EPS).reciprocal()  # [..., N]; zero vectors -> 0 below
-    # Two matrix-vector products, no normalised copy of the features and no N x N matrix.
-    centroid = torch.einsum("...n,...nd->...d", inverse_norms, items) / items.shape[-2]  # mean_j f_j/|f_j|
-    avesim = torch.einsum("...nd,...d->...n", items, centroid) * inverse_norms  # <f_i/|f_i|, centroid>
+    avesim = similarity_to_centroid(items, unit_vector_sum(items) / items.shape[-2])
     return avesim.movedim(-1, item_dim)
+
+
+def _inverse_norms(items: torch.Tensor) -> torch.Tensor:
+    return items.norm(dim=-1).clamp_min(_NORM_EPS).reciprocal()  # [..., N]; zero vectors -> 0 below
+
+
+def unit_vector_sum(items: torch.Tensor) -> torch.Tensor:
+    """``sum_j f_j/|f_j|`` over the items of ``[..., N, D]`` float32 features -> ``[..., D]``.
+
+    Eq. 4 factors through this sum: a group split across micro-batches or ranks needs only the
+    sum of their partial sums (one all-reduce of a D-vector) to get its exact centroid.
+    """
+    return torch.einsum("...n,...nd->...d", _inverse_norms(items), items)  # no normalised copy of the features
+
+
+def similarity_to_centroid(items: torch.Tensor, centroid: torch.Tensor) -> torch.Tensor:
+    """``<f_i/|f_i|, centroid>`` for ``[..., N, D]`` float32 features and a ``[..., D]`` centroid -> ``[..., N]``.
+
+    With ``centroid = mean_j f_j/|f_j|`` this is Eq. 4's average similarity.
+    """
+    return torch.einsum("...nd,...d->...n", items, centroid) * _inverse_norms(items)
 
 
 def _check_tau(tau: float) -> float:

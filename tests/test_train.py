@@ -52,7 +52,7 @@ def test_train_writes_run_and_learns(tiny_shards, tmp_path):
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_lines = [line for line in lines if line["split"] == "train"]
     assert len(train_lines) == 18 and [line["step"] for line in train_lines] == list(range(1, 19))
-    assert {"loss", "lr", "samples_per_s", "srw_weight_max", "srw_weight_mean", "data_wait_fraction"} <= train_lines[0].keys()
+    assert {"loss", "lr", "samples_per_s", "srw_weight_max", "srw_tail_weight", "data_wait_fraction"} <= train_lines[0].keys()
     assert sum(line["split"] == "val" for line in lines) == 3
     assert np.mean([l["loss"] for l in train_lines[-6:]]) < np.mean([l["loss"] for l in train_lines[:6]])
     assert np.isfinite(metrics["val_loss"]) and np.isfinite(metrics["val_mse"])

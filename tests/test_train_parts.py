@@ -6,12 +6,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mobilesam_srw.sam.data import BatchPlan
-from mobilesam_srw.sam.loss import embedding_loss, patch_weights
+from mobilesam_srw.engine.plan import BatchPlan
+from mobilesam_srw.engine.schedule import warmup_cosine
+from mobilesam_srw.engine.weighting import item_weights
+from mobilesam_srw.losses import feature_mse
 from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam
-from mobilesam_srw.sam.train_config import warmup_cosine
 from mobilesam_srw.sam.transforms import normalize_padded, pad_image, valid_patch_mask
-from mobilesam_srw.srw import average_similarity
+from mobilesam_srw.srw import average_similarity, reweighted_mean
+
+
+def embedding_loss(student, teacher, tau, normalizer="softmax", avesim=None):
+    """The SAM task's objective as the engine forms it: Eq. 6 per image over its patches, then the mean."""
+    if avesim is None:
+        avesim = average_similarity(teacher.flatten(2).transpose(1, 2))
+    weights = item_weights(avesim, tau, normalizer)
+    return reweighted_mean(feature_mse(student, teacher, dim=1), weights), weights
 
 
 def test_mse_loss_is_plain_mse():
@@ -39,7 +48,7 @@ def test_ignore_padding_is_softmax_over_image_patches():
     avesim = torch.rand(1, 16)
     valid = valid_patch_mask(torch.tensor([[40, 20]]), side=4)  # 3 rows x 2 columns of 16-px patches
     assert valid.view(4, 4)[:3, :2].all() and valid.sum() == 6
-    weights = patch_weights(avesim, 0.5, "softmax", valid)
+    weights = item_weights(avesim, 0.5, "softmax", valid)
     assert (weights[~valid] == 0).all()
     torch.testing.assert_close(weights[valid], torch.softmax(-avesim[valid] / 0.5, dim=0))
 
@@ -80,7 +89,8 @@ def test_missing_avesim_is_computed_from_the_embedding(tmp_path):
     import webdataset as wds
 
     from mobilesam_srw import shards
-    from mobilesam_srw.sam.data import EmbeddingShards, index_shards
+    from mobilesam_srw.sam.data import EmbeddingShards
+    from mobilesam_srw.shards import index_shards
 
     rng = np.random.default_rng(0)
     embedding = rng.standard_normal((256, 4, 4)).astype(np.float32)

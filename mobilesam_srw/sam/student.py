@@ -17,9 +17,9 @@ from timm.models.tiny_vit import TinyVit
 from torch import nn
 
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.sam.transforms import PATCH_SIZE
 
 EMBEDDING_DIM = 256
-EMBEDDING_STRIDE = 16
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,12 @@ class SamStudent(nn.Module):
 
     @property
     def embedding_shape(self) -> tuple[int, int, int]:
-        side = self.img_size // EMBEDDING_STRIDE
+        side = self.img_size // PATCH_SIZE
         return (EMBEDDING_DIM, side, side)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone(images)
-        side = self.img_size // EMBEDDING_STRIDE
+        side = self.img_size // PATCH_SIZE
         if features.shape[-2:] != (side, side):
             features = F.adaptive_avg_pool2d(features, side)
         return self.neck(features)
@@ -117,7 +117,7 @@ class _TimmFeatures(nn.Module):
         except Exception as error:  # unknown name, or no features_only support
             raise SrwError(f"timm backbone {name!r} cannot be built with features_only: {error}") from None
         reductions = probe.feature_info.reduction()
-        index = max(i for i, reduction in enumerate(reductions) if reduction <= EMBEDDING_STRIDE)
+        index = max(i for i, reduction in enumerate(reductions) if reduction <= PATCH_SIZE)
         self.model = timm.create_model(name, pretrained=False, features_only=True, out_indices=(index,))
         self.channels = self.model.feature_info.channels()[-1]
 
@@ -127,8 +127,8 @@ class _TimmFeatures(nn.Module):
 
 def build_student(name: str, img_size: int = 1024) -> SamStudent:
     """``tinyvit-5m`` (MobileSAM), ``tinyvit-micro`` (tests), or ``timm:<model name>``."""
-    if img_size % EMBEDDING_STRIDE:
-        raise SrwError(f"student input size must be a multiple of {EMBEDDING_STRIDE}, got {img_size}")
+    if img_size % PATCH_SIZE:
+        raise SrwError(f"student input size must be a multiple of {PATCH_SIZE}, got {img_size}")
     if name in TINYVIT_CONFIGS:
         config = TINYVIT_CONFIGS[name]
         return SamStudent(_TinyVitTrunk(config), config.embed_dims[-1], img_size, name)

@@ -20,6 +20,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.sam.transforms import PIXEL_MEAN, PIXEL_STD
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,8 @@ def build_sam(config: SamConfig) -> Sam:
             iou_head_depth=3,
             iou_head_hidden_dim=256,
         ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
+        pixel_mean=list(PIXEL_MEAN),
+        pixel_std=list(PIXEL_STD),
     )
     return sam.eval()
 

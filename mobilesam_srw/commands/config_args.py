@@ -1,0 +1,66 @@
+"""argparse options built from a configuration dataclass's fields (:func:`mobilesam_srw.options.option`).
+
+Each default, choice list and help line is written once, on the field; the CLI derives its
+options from it and builds the configuration from the parsed arguments without copying fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Iterable, TypeVar
+
+from mobilesam_srw.options import flag_of
+
+Config = TypeVar("Config")
+
+
+def _scalar_type(annotation: Any) -> tuple[type, bool]:
+    """(element type, is a list) of a field annotation such as ``int | None`` or ``list[str]``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple):
+        return args[0], True
+    if args:  # X | None
+        return _scalar_type(args[0])
+    return annotation, False
+
+
+def _default_text(field: dataclasses.Field) -> str:
+    if field.default is dataclasses.MISSING or field.default in (None, False, [], ()):
+        return ""
+    return f" (default {field.default})"
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, exclude: Iterable[str] = ()) -> None:
+    """Add an option per field of ``config_class`` that has CLI metadata, except ``exclude``."""
+    hints = typing.get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
+        meta = field.metadata
+        if "help" not in meta or not meta["cli"] or field.name in exclude:
+            continue
+        kind, many = _scalar_type(hints[field.name])
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        options: dict[str, Any] = {"dest": field.name, "help": meta["help"]}
+        if kind is bool:
+            options["action"] = "store_false" if field.default else "store_true"
+        else:
+            options.update(type=kind if kind is not Path else Path, required=required)
+            if many:
+                options["nargs"] = "+"
+            if meta["choices"]:
+                options["choices"] = meta["choices"]
+            options["help"] += _default_text(field)
+            options["default"] = None  # unset options keep the dataclass default
+            if kind in (int, float):
+                options["metavar"] = "N" if kind is int else "X"
+        parser.add_argument(flag_of(field), **options)
+
+
+def config_from_args(config_class: type[Config], args: argparse.Namespace, **values: Any) -> Config:
+    """``config_class`` from the parsed options it defines (unset ones keep their defaults) and ``values``."""
+    names = {field.name for field in dataclasses.fields(config_class)}
+    given = {name: value for name, value in vars(args).items() if name in names and value is not None}
+    return config_class(**{**given, **values})

@@ -1,0 +1,138 @@
+"""SRW weights of one optimiser step, for the engine's two group scopes.
+
+Every scope is expressed as *sample weights* ``s_i`` over the global batch (they sum to 1),
+and the objective is ``sum_i s_i l_i``:
+
+- ``image`` scope: each sample is a group of N items (SAM: patches). Item weights come from
+  the sample's own avesim (Eq. 5), ``l_i = sum_n w_in L_in`` (Eq. 6), and ``s_i = 1/G``.
+- ``batch`` scope: the G samples of the global batch are one group. Eq. 4 factors as
+  ``avesim_i = <f_i/|f_i|, c>`` with ``c = 1/G sum_j f_j/|f_j|``: one all-reduce of a D-vector
+  gives ``c`` on every rank, and an all-gather of the G avesim values gives Eq. 5 over the
+  whole batch, so ``s_i = w_i`` does not depend on the number of ranks or micro-batches.
+- ``local`` scope: the group is each rank's micro-batch: ``s_i = w_i / (ranks x accum)``.
+
+Each rank then backpropagates ``ranks x sum_{i in micro} s_i l_i`` per micro-batch, which DDP's
+gradient averaging and accumulation turn into the gradient of the global objective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from mobilesam_srw.distributed import DistributedContext
+from mobilesam_srw.srw import average_similarity, similarity_to_centroid, srw_weights, unit_vector_sum
+
+
+@dataclass
+class GroupStats:
+    """Sums over SRW groups for the logs: largest weight, weight on the lowest-avesim quarter, count."""
+
+    max_weight: torch.Tensor
+    tail_weight: torch.Tensor
+    groups: torch.Tensor
+
+    @classmethod
+    def zero(cls, device: torch.device) -> "GroupStats":
+        return cls(*(torch.zeros((), device=device) for _ in range(3)))
+
+    def add(self, weights: torch.Tensor, avesim: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Add the ``[..., N]`` groups of ``weights``."""
+        self.max_weight = self.max_weight + weights.max(dim=-1).values.sum()
+        self.tail_weight = self.tail_weight + tail_weight_fraction(weights, avesim, mask).sum()
+        self.groups = self.groups + weights[..., 0].numel()
+
+
+def tail_weight_fraction(weights: torch.Tensor, avesim: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``[..., N] -> [...]``: the share of each group's weight on its lowest-avesim quarter of items.
+
+    Uniform weights give 0.25; SRW (Eq. 5) gives more, since it up-weights the tail. With a mask,
+    the quarter is of the group's valid items.
+    """
+    valid = torch.ones_like(avesim, dtype=torch.bool) if mask is None else mask.bool()
+    order = avesim.float().masked_fill(~valid, float("inf")).argsort(dim=-1)
+    quarter = (valid.sum(dim=-1, keepdim=True) // 4).clamp_min(1)
+    in_tail = torch.arange(avesim.shape[-1], device=avesim.device) < quarter
+    return (weights.gather(-1, order) * in_tail).sum(dim=-1)
+
+
+def item_weights(avesim: torch.Tensor, tau: float, normalizer: str, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, N]`` weights of each sample's N items (Eq. 5 per row).
+
+    With ``mask``, masked items get weight 0 and the others are renormalised to sum to 1; for
+    ``softmax`` this is exactly Eq. 5 over the valid items.
+    """
+    weights = srw_weights(avesim, tau, normalizer)
+    if mask is None:
+        return weights
+    weights = weights * mask
+    return weights / weights.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+
+
+def global_average_similarity(features: list[torch.Tensor], ctx: DistributedContext) -> list[torch.Tensor]:
+    """Eq. 4 over the global batch: this rank's micro-batches ``[b, D]`` -> their avesim ``[b]``."""
+    items = [f.float() for f in features]
+    total = torch.stack([unit_vector_sum(f) for f in items]).sum(dim=0)
+    count = torch.tensor(float(sum(f.shape[0] for f in items)), device=total.device)
+    if ctx.is_distributed:
+        packed = torch.cat([total, count[None]])
+        dist.all_reduce(packed)
+        total, count = packed[:-1], packed[-1]
+    centroid = total / count
+    return [similarity_to_centroid(f, centroid) for f in items]
+
+
+def _gather(values: torch.Tensor, ctx: DistributedContext) -> tuple[torch.Tensor, int]:
+    """All ranks' equal-length ``values`` concatenated, and where this rank's part starts."""
+    if not ctx.is_distributed:
+        return values, 0
+    parts = [torch.empty_like(values) for _ in range(ctx.world_size)]
+    dist.all_gather(parts, values.contiguous())
+    return torch.cat(parts), ctx.rank * values.shape[0]
+
+
+@dataclass
+class StepWeights:
+    """Weights of one step: per micro-batch sample weights ``[b]`` and, for ``image`` scope, item weights."""
+
+    sample: list[torch.Tensor]
+    item: list[torch.Tensor | None]
+    stats: GroupStats
+
+
+def step_weights(targets: list, scope: str, tau: float, normalizer: str, ctx: DistributedContext,
+                 global_batch: int) -> StepWeights:
+    """Weights of a step's micro-batches (``targets``: their :class:`~mobilesam_srw.engine.task.Targets`).
+
+    Args:
+        scope: ``image``, ``batch`` or ``local`` (see the module docstring).
+        global_batch: samples in the step over all ranks and micro-batches.
+    """
+    device = ctx.device
+    stats = GroupStats.zero(device)
+    if scope == "image":
+        items = []
+        for target in targets:
+            weights = item_weights(target.avesim, tau, normalizer, target.item_mask)
+            stats.add(weights, target.avesim, target.item_mask)
+            items.append(weights)
+        sample = [torch.full(w.shape[:1], 1.0 / global_batch, device=device) for w in items]
+        return StepWeights(sample, items, stats)
+    if scope == "local":
+        sample = []
+        for target in targets:
+            avesim = average_similarity(target.features)
+            weights = srw_weights(avesim, tau, normalizer)
+            stats.add(weights, avesim)
+            sample.append(weights * (weights.shape[0] / global_batch))
+        return StepWeights(sample, [None] * len(targets), stats)
+    avesims = global_average_similarity([t.features for t in targets], ctx)
+    sizes = [a.shape[0] for a in avesims]
+    everyone, start = _gather(torch.cat(avesims), ctx)
+    weights = srw_weights(everyone, tau, normalizer)  # Eq. 5 over the whole global batch
+    if ctx.is_main:  # the one group is the same on every rank: count it once
+        stats.add(weights, everyone)
+    mine = weights[start : start + sum(sizes)]
+    return StepWeights(list(mine.split(sizes)), [None] * len(targets), stats)
