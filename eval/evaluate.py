@@ -10,7 +10,7 @@ through the same prompt encoder and decoder. Under torchrun, rank r takes images
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch.distributed as dist
@@ -19,76 +19,68 @@ from tqdm import tqdm
 from mobilesam_srw import shards
 from mobilesam_srw.distributed import distributed_context
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.options import check_options, option
 from mobilesam_srw.eval.everything_eval import evaluate_image_everything, summarize_everything
 from mobilesam_srw.eval.grid_eval import evaluate_image
 from mobilesam_srw.eval.gt_eval import PROMPTS, evaluate_image_gt, summarize_gt
 from mobilesam_srw.eval.metrics import MATCH_MODES
+from mobilesam_srw.sam.prompt_models import PromptModels
 from mobilesam_srw.eval.report import grid_rows, markdown_table, summarize, write_report
-from mobilesam_srw.sam.predictor import EmbeddingPredictor, decoder_sam
 from mobilesam_srw.sam.checkpoint import load_student
-from mobilesam_srw.sam.data import index_shards, resolve_shards
-from mobilesam_srw.sam.student import EMBEDDING_STRIDE
-from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE
+from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE, prompt_and_decoder
+from mobilesam_srw.sam.transforms import PATCH_SIZE
 
 
-@dataclass
+MODES = ("grid", "everything", "gt")
+
+
+@dataclass(kw_only=True)
 class EvalConfig:
-    """An evaluation.
+    """An evaluation (``srw-sam eval``); see each field's help.
 
-    Args:
-        shards: precompute shards of the evaluation images.
-        students: run folders (or student files) to evaluate, in table order.
-        out: report folder.
-        sam_checkpoint: gives the prompt encoder and mask decoder; default: the tiny teacher
-            saved beside the shards, when they were made by one.
-        mode: ``grid`` (Table 6), ``everything`` (automatic masks, matched; recall by size) or
-            ``gt`` (SA-1B annotation prompts against ground-truth masks).
-        grids: points per side of each grid (the paper: 5, 16, 32); ``everything`` takes one.
-        match: pairing of the three masks in grid mode: ``all``, ``teacher-best``, ``own-best``.
-        prompt: ``center`` or ``box``, for ``gt`` mode.
-        pred_iou_thresh, stability_thresh: the automatic mask generator's filters (``everything``).
-        limit: evaluate the first N images only.
-        points_per_batch: prompts per decoder call.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
-        progress: show a progress bar.
+    The teacher's masks come from the checkpoint's prompt encoder and mask decoder (default: the tiny
+    teacher saved beside the shards, when they were made by one) on its stored embeddings.
     """
 
-    shards: list[str]
-    students: list[Path]
-    out: Path
-    sam_checkpoint: Path | None = None
-    mode: str = "grid"
-    grids: list[int] = field(default_factory=lambda: [32])
-    match: str = "all"
-    prompt: str = "center"
-    pred_iou_thresh: float = 0.88
-    stability_thresh: float = 0.95
-    limit: int | None = None
-    points_per_batch: int = 64
-    device: str = "auto"
-    progress: bool = True
+    shards: list[str] = option(help="precompute shards of held-out images")
+    students: list[Path] = option(help="run folders (or student.pt files), in table order, e.g. runs/mse runs/srw",
+                                  flag="--student")
+    out: Path = option(help="report folder")
+    sam_checkpoint: Path | None = option(None, help="SAM checkpoint for the prompt encoder and mask decoder "
+                                                    "(default: the shards' tiny teacher)")
+    mode: str = option("grid", choices=MODES,
+                       help="grid: point grids vs the teacher's masks (Table 6); everything: automatic masks "
+                            "matched one to one, recall by size; gt: SA-1B annotation prompts vs ground truth")
+    grids: list[int] = option(factory=lambda: [32], minimum=1, flag="--grid",
+                              help="points per side; several in one pass, e.g. --grid 5 16 32 (default 32)")
+    match: str = option("all", choices=MATCH_MODES, help="grid mode: pairing of the 3 masks per prompt")
+    prompt: str = option("center", choices=PROMPTS, help="gt mode: prompt per annotation")
+    pred_iou_thresh: float = option(0.88, help="everything mode: the generator's predicted-IoU filter", minimum=0)
+    stability_thresh: float = option(0.95, help="everything mode: the generator's stability filter", minimum=0)
+    limit: int | None = option(None, help="evaluate the first N images only", minimum=1)
+    points_per_batch: int = option(64, help="prompts per decoder call", minimum=1)
+    device: str = option("auto", help="auto (this rank's GPU if any), cpu, cuda, cuda:N")
+    progress: bool = option(True, help="no progress bar", flag="--no-progress")
 
     def check(self) -> None:
-        if not self.grids or min(self.grids) < 1:
-            raise SrwError(f"--grid must be >= 1, got {self.grids}")
-        if self.match not in MATCH_MODES:
-            raise SrwError(f"--match must be one of {', '.join(MATCH_MODES)}, got {self.match}")
+        check_options(self)
+        if not self.grids:
+            raise SrwError("--grid: give at least one grid size")
         if not self.students:
             raise SrwError("--student: give at least one run folder")
-        if self.mode not in ("grid", "everything", "gt"):
-            raise SrwError(f"--mode must be grid, everything or gt, got {self.mode}")
         if self.mode == "everything" and len(self.grids) != 1:
             raise SrwError("--mode everything takes one --grid")
-        if self.prompt not in PROMPTS:
-            raise SrwError(f"--prompt must be one of {', '.join(PROMPTS)}, got {self.prompt}")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise SrwError(f"--out {self.out} exists and is not a folder")
 
-    def evaluate_image(self, sample, teacher, students) -> list:
-        """This mode's results for one image."""
+    def evaluate_image(self, sample, models: PromptModels) -> list[dict]:
+        """This mode's result rows (one per run) for one image."""
+        predictors = models.install(sample)
         if self.mode == "grid":
-            return evaluate_image(sample, teacher, students, self.grids, self.match, self.points_per_batch)
+            return evaluate_image(sample, predictors, self.grids, self.match, self.points_per_batch)
         if self.mode == "gt":
-            return evaluate_image_gt(sample, teacher, students, self.prompt, self.points_per_batch)
-        return evaluate_image_everything(sample, teacher, students, self.grids[0], points_per_batch=self.points_per_batch,
+            return evaluate_image_gt(sample, predictors, self.prompt, self.points_per_batch)
+        return evaluate_image_everything(sample, predictors, self.grids[0], points_per_batch=self.points_per_batch,
                                          pred_iou_thresh=self.pred_iou_thresh,
                                          stability_score_thresh=self.stability_thresh)
 
@@ -121,45 +113,32 @@ def run_labels(students: list[Path]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(s) for s in students]
 
 
-def first_embedding_shape(paths: list[str]) -> tuple[int, ...]:
-    for sample in shards.iterate_shards(paths[:1], with_image=False):
-        return sample.embedding.shape
-    raise SrwError(f"{paths[0]} holds no samples")
-
-
-def row_key(result) -> str:
-    return result["key"] if isinstance(result, dict) else result.key
-
-
 def evaluate(config: EvalConfig) -> dict:
     """Evaluate every student; returns the summary (on every rank)."""
     config.check()
     config.out = Path(config.out)
-    paths = resolve_shards(config.shards)
+    paths = shards.resolve_shards(config.shards)
     checkpoint_path = resolve_sam_checkpoint(config.sam_checkpoint, paths)
-    embedding_shape = first_embedding_shape(paths)
-    input_size = embedding_shape[-1] * EMBEDDING_STRIDE
+    embedding_shape = shards.embedding_shape(paths)
+    input_size = embedding_shape[-1] * PATCH_SIZE
     labels = run_labels(config.students)
+    students = {}
+    for label, path in zip(labels, config.students):
+        student, _ = load_student(path)
+        if student.embedding_shape != tuple(embedding_shape):
+            raise SrwError(f"student {label} gives embeddings {list(student.embedding_shape)} but the "
+                           f"teacher's are {list(embedding_shape)}")
+        students[label] = student
+    decoder = prompt_and_decoder(checkpoint_path)  # read once, shared by every model
+    samples = shards.index_shards(paths)[: config.limit]  # tar headers only
     with distributed_context(config.device) as ctx:
-        teacher = EmbeddingPredictor(decoder_sam(checkpoint_path, input_size).to(ctx.device))
-        students = {}
-        for label, path in zip(labels, config.students):
-            student, _ = load_student(path)
-            if student.embedding_shape != tuple(embedding_shape):
-                raise SrwError(f"student {label} gives embeddings {list(student.embedding_shape)} but the "
-                               f"teacher's are {list(embedding_shape)}")
-            student.to(ctx.device)
-            students[label] = (student, EmbeddingPredictor(decoder_sam(checkpoint_path, input_size, student).to(ctx.device)))
+        models = PromptModels.build(decoder, input_size, students, ctx.device)
+        mine = samples[ctx.rank :: ctx.world_size]  # each rank decodes only its own images
         results = []
-        total = len(index_shards(paths)) if config.progress and ctx.is_main else 0  # headers only: fast
-        total = min(total, config.limit) if config.limit is not None else total
-        bar = tqdm(total=total, unit="img", desc="eval", disable=not (config.progress and ctx.is_main))
-        for index, sample in enumerate(shards.iterate_shards(paths)):
-            if config.limit is not None and index >= config.limit:
-                break
-            if index % ctx.world_size == ctx.rank:
-                results += config.evaluate_image(sample, teacher, students)
-                bar.update(ctx.world_size)
+        bar = tqdm(total=len(samples), unit="img", desc="eval", disable=not (config.progress and ctx.is_main))
+        for spans in mine:
+            results += config.evaluate_image(shards.read_indexed(spans), models)
+            bar.update(ctx.world_size)
         bar.close()
         if ctx.is_distributed:
             gathered = [None] * ctx.world_size
@@ -169,7 +148,7 @@ def evaluate(config: EvalConfig) -> dict:
             raise SrwError("no images were evaluated")
         summary, rows, table = config.report(results, labels)
         summary.update(mode=config.mode, grids=config.grids, runs=labels, students=[str(s) for s in config.students],
-                       sam_checkpoint=str(checkpoint_path), images=len({row_key(r) for r in results}))
+                       sam_checkpoint=str(checkpoint_path), images=len({row["key"] for row in results}))
         if ctx.is_main:
             write_report(config.out, summary, rows, table)
             print(f"eval: {summary['images']} images; report: {config.out}", file=sys.stderr)

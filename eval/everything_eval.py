@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 
 from mobilesam_srw.sam.masks import iou_matrix, match_one_to_one
-from mobilesam_srw.sam.predictor import EmbeddingPredictor, automatic_masks, student_embedding
-from mobilesam_srw.sam.student import SamStudent
+from mobilesam_srw.sam.predictor import EmbeddingPredictor, automatic_masks
 from mobilesam_srw.shards import ShardSample
 
 SIZES = ("small", "medium", "large")
@@ -27,20 +26,22 @@ def size_bucket(area: float, original_size: tuple[int, int], input_longest: int)
 
 def evaluate_image_everything(
     sample: ShardSample,
-    teacher: EmbeddingPredictor,
-    students: dict[str, tuple[SamStudent, EmbeddingPredictor]],
+    predictors: dict[str, EmbeddingPredictor],
     grid: int,
     **generator_options,
 ) -> list[dict]:
-    """One row per run: matched IoU sum and count, teacher masks and recalled masks per size."""
-    original_size, input_size = tuple(sample.meta["original_size"]), tuple(sample.meta["input_size"])
-    teacher.set_embedding(torch.from_numpy(sample.embedding), original_size, input_size)
+    """One row per student run: matched IoU sum and count, teacher masks and recalled masks per size.
+
+    Args:
+        predictors: from :meth:`~mobilesam_srw.sam.prompt_models.PromptModels.install`, the teacher first.
+    """
+    (_, teacher), *students = predictors.items()
+    original_size, input_size = teacher.original_size, teacher.input_size
     reference = automatic_masks(teacher, grid, **generator_options)
     reference_masks = torch.stack([torch.from_numpy(r["segmentation"]) for r in reference]) if reference else None
     buckets = [size_bucket(r["area"], original_size, max(input_size)) for r in reference]
     rows = []
-    for run, (student, predictor) in students.items():
-        predictor.set_embedding(student_embedding(student, sample, predictor.device), original_size, input_size)
+    for run, predictor in students:
         records = automatic_masks(predictor, grid, **generator_options)
         row = {"key": sample.key, "run": run, "grid": grid, "teacher_masks": len(reference),
                "student_masks": len(records), "matched_iou_sum": 0.0, "matched": 0}

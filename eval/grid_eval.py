@@ -6,35 +6,15 @@ Prompts are ``build_point_grid(n)`` scaled to the original image, as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from segment_anything.utils.amg import build_point_grid
 
 from mobilesam_srw.eval.metrics import paired_iou, prompt_quartiles
-from mobilesam_srw.sam.predictor import EmbeddingPredictor, student_embedding
-from mobilesam_srw.sam.student import SamStudent
+from mobilesam_srw.sam.predictor import EmbeddingPredictor
 from mobilesam_srw.shards import ShardSample
 
 QUARTILES = 4
-
-
-@dataclass
-class ImageResult:
-    """IoU sums and counts of one run on one image at one grid, overall and per avesim quartile."""
-
-    key: str
-    run: str
-    grid: int
-    iou_sum: float
-    count: int
-    quartile_sums: list[float]
-    quartile_counts: list[int]
-
-    @property
-    def miou(self) -> float:
-        return self.iou_sum / max(self.count, 1)
 
 
 def grid_points(n: int, original_size: tuple[int, int]) -> np.ndarray:
@@ -45,26 +25,27 @@ def grid_points(n: int, original_size: tuple[int, int]) -> np.ndarray:
 
 def evaluate_image(
     sample: ShardSample,
-    teacher: EmbeddingPredictor,
-    students: dict[str, tuple[SamStudent, EmbeddingPredictor]],
+    predictors: dict[str, EmbeddingPredictor],
     grids: list[int],
     match: str,
     points_per_batch: int = 64,
-) -> list[ImageResult]:
-    """Results of every run at every grid for one image."""
-    original_size = tuple(sample.meta["original_size"])
-    input_size = tuple(sample.meta["input_size"])
-    teacher.set_embedding(torch.from_numpy(sample.embedding), original_size, input_size)
-    for student, predictor in students.values():
-        predictor.set_embedding(student_embedding(student, sample, predictor.device), original_size, input_size)
+) -> list[dict]:
+    """One row per student run and grid: IoU sum and count, overall and per avesim quartile (``q1_iou_sum`` ...).
+
+    Args:
+        predictors: from :meth:`~mobilesam_srw.sam.prompt_models.PromptModels.install`, the teacher first.
+    """
+    (_, teacher), *students = predictors.items()
+    original_size, input_size = teacher.original_size, teacher.input_size
     results = []
     for n in grids:
         points = grid_points(n, original_size)
         quartiles = torch.from_numpy(prompt_quartiles(teacher.transform.apply_coords(points, original_size),
                                                       sample.avesim, input_size))
-        runs = {run: ImageResult(sample.key, run, n, 0.0, 0, [0.0] * QUARTILES, [0] * QUARTILES) for run in students}
-        streams = {run: predictor.point_batches(points, batch_size=points_per_batch)
-                   for run, (_, predictor) in students.items()}
+        rows = {run: {"key": sample.key, "run": run, "grid": n, "iou_sum": 0.0, "count": 0,
+                      **{f"q{q + 1}_{part}": 0 for q in range(QUARTILES) for part in ("iou_sum", "count")}}
+                for run, _ in students}
+        streams = {run: predictor.point_batches(points, batch_size=points_per_batch) for run, predictor in students}
         start = 0
         for teacher_masks, teacher_scores in teacher.point_batches(points, batch_size=points_per_batch):
             batch_quartiles = quartiles[start : start + len(teacher_masks)]
@@ -72,12 +53,12 @@ def evaluate_image(
             for run, stream in streams.items():
                 student_masks, student_scores = next(stream)
                 ious = paired_iou(teacher_masks, teacher_scores, student_masks, student_scores, match).cpu()
-                result = runs[run]
-                result.iou_sum += ious.sum().item()
-                result.count += ious.numel()
+                row = rows[run]
+                row["iou_sum"] += ious.sum().item()
+                row["count"] += ious.numel()
                 for quartile in range(QUARTILES):
                     chosen = ious[batch_quartiles == quartile]
-                    result.quartile_sums[quartile] += chosen.sum().item()
-                    result.quartile_counts[quartile] += chosen.numel()
-        results.extend(runs.values())
+                    row[f"q{quartile + 1}_iou_sum"] += chosen.sum().item()
+                    row[f"q{quartile + 1}_count"] += chosen.numel()
+        results.extend(rows.values())
     return results

@@ -13,13 +13,12 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from mobilesam_srw.sam.prompt_models import TEACHER_RUN
 from mobilesam_srw.sam.masks import mask_iou
-from mobilesam_srw.sam.predictor import EmbeddingPredictor, student_embedding
-from mobilesam_srw.sam.student import SamStudent
+from mobilesam_srw.sam.predictor import EmbeddingPredictor
 from mobilesam_srw.shards import ShardSample
 
 PROMPTS = ("box", "center")
-TEACHER_RUN = "teacher"
 
 
 def ground_truth(sample: ShardSample) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -58,19 +57,16 @@ def _predicted(predictor: EmbeddingPredictor, boxes: np.ndarray, clicks: np.ndar
 
 def evaluate_image_gt(
     sample: ShardSample,
-    teacher: EmbeddingPredictor,
-    students: dict[str, tuple[SamStudent, EmbeddingPredictor]],
+    predictors: dict[str, EmbeddingPredictor],
     prompt: str,
     points_per_batch: int = 64,
 ) -> list[dict]:
-    """One row per run (the teacher first): IoU sum and count over the image's annotations."""
+    """One row per run (the teacher first): IoU sum and count over the image's annotations.
+
+    Args:
+        predictors: from :meth:`~mobilesam_srw.sam.prompt_models.PromptModels.install`.
+    """
     gt_masks, boxes, clicks = ground_truth(sample)
-    original_size, input_size = tuple(sample.meta["original_size"]), tuple(sample.meta["input_size"])
-    teacher.set_embedding(torch.from_numpy(sample.embedding), original_size, input_size)
-    predictors = {TEACHER_RUN: teacher}
-    for run, (student, predictor) in students.items():
-        predictor.set_embedding(student_embedding(student, sample, predictor.device), original_size, input_size)
-        predictors[run] = predictor
     rows = []
     for run, predictor in predictors.items():
         ious = [mask_iou(masks.cpu(), gt_masks[start : start + len(masks)])

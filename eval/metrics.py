@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from mobilesam_srw.sam.masks import mask_iou
+from mobilesam_srw.sam.transforms import PATCH_SIZE
 
 MATCH_MODES = ("all", "teacher-best", "own-best")
-PATCH_SIZE = 16
 
 
 def paired_iou(

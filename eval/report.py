@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 
 from mobilesam_srw.atomic import atomic_path, write_json
-from mobilesam_srw.eval.grid_eval import QUARTILES, ImageResult
+from mobilesam_srw.eval.grid_eval import QUARTILES
 
 SUMMARY_FILE = "summary.json"
 PER_IMAGE_FILE = "per_image.csv"
@@ -23,20 +23,21 @@ def _percent(total: float, count: int) -> float | None:
     return 100.0 * total / count if count else None
 
 
-def summarize(results: list[ImageResult], runs: list[str], grids: list[int]) -> dict:
+def _pooled(rows: list[dict], prefix: str = "") -> float | None:
+    return _percent(sum(r[f"{prefix}iou_sum"] for r in rows), sum(r[f"{prefix}count"] for r in rows))
+
+
+def summarize(results: list[dict], runs: list[str], grids: list[int]) -> dict:
+    """Grid mode's summary: mIoU (%) per run and grid, pooled over images, and per avesim quartile."""
     summary = {"miou": {}, "miou_by_quartile": {}, "prompts": {}}
     for run in runs:
         summary["miou"][run], summary["miou_by_quartile"][run], summary["prompts"][run] = {}, {}, {}
         for grid in grids:
-            chosen = [r for r in results if r.run == run and r.grid == grid]
-            count = sum(r.count for r in chosen)
-            summary["miou"][run][str(grid)] = _percent(sum(r.iou_sum for r in chosen), count)
-            summary["prompts"][run][str(grid)] = count
-            summary["miou_by_quartile"][run][str(grid)] = [
-                _percent(sum(r.quartile_sums[q] for r in chosen), sum(r.quartile_counts[q] for r in chosen))
-                for q in range(QUARTILES)
-            ]
-    summary["images"] = len({r.key for r in results})
+            chosen = [r for r in results if r["run"] == run and r["grid"] == grid]
+            summary["miou"][run][str(grid)] = _pooled(chosen)
+            summary["prompts"][run][str(grid)] = sum(r["count"] for r in chosen)
+            summary["miou_by_quartile"][run][str(grid)] = [_pooled(chosen, f"q{q + 1}_") for q in range(QUARTILES)]
+    summary["images"] = len({r["key"] for r in results})
     return summary
 
 
@@ -63,12 +64,13 @@ def markdown_table(summary: dict, runs: list[str], grids: list[int]) -> str:
             + header + "\n".join(quartile_lines) + "\n")
 
 
-def grid_rows(results: list[ImageResult]) -> list[dict]:
+def grid_rows(results: list[dict]) -> list[dict]:
     """Per-image CSV rows of grid mode."""
     rows = []
-    for r in sorted(results, key=lambda r: (r.key, r.run, r.grid)):
-        quartiles = [_percent(r.quartile_sums[q], r.quartile_counts[q]) for q in range(QUARTILES)]
-        rows.append({"key": r.key, "run": r.run, "grid": r.grid, "miou": f"{100 * r.miou:.4f}", "prompts": r.count,
+    for r in sorted(results, key=lambda r: (r["key"], r["run"], r["grid"])):
+        quartiles = [_pooled([r], f"q{q + 1}_") for q in range(QUARTILES)]
+        rows.append({"key": r["key"], "run": r["run"], "grid": r["grid"], "miou": f"{_pooled([r]) or 0.0:.4f}",
+                     "prompts": r["count"],
                      **{f"miou_q{q + 1}": "" if v is None else f"{v:.4f}" for q, v in enumerate(quartiles)}})
     return rows
 

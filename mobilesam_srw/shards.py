@@ -246,3 +246,10 @@ def sample_count(paths: list[str]) -> int | None:
     counts = {entry["name"]: entry["samples"] for m in _manifests(paths) for entry in m.get("shards", [])}
     names = [Path(p).name for p in paths]
     return sum(counts[name] for name in names) if all(name in counts for name in names) else None
+
+
+def read_indexed(spans: dict, with_image: bool = True, as_float32: bool = True) -> ShardSample:
+    """Decode one sample of :func:`index_shards` (reads only its own members)."""
+    raw = {"__key__": spans["__key__"]}
+    raw.update({field: span.read() for field, span in spans.items() if field != "__key__"})
+    return decode_sample(raw, with_image=with_image, as_float32=as_float32)

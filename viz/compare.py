@@ -17,7 +17,10 @@ import torch
 
 from mobilesam_srw.sam.checkpoint import load_student
 from mobilesam_srw.sam.masks import iou_matrix
-from mobilesam_srw.sam.predictor import EmbeddingPredictor, automatic_masks, decoder_sam, student_embedding
+from mobilesam_srw.sam.predictor import automatic_masks
+from mobilesam_srw.sam.prompt_models import TEACHER_RUN, PromptModels
+from mobilesam_srw.sam.teacher import prompt_and_decoder
+from mobilesam_srw.sam.transforms import PATCH_SIZE
 from mobilesam_srw.shards import ShardSample
 from mobilesam_srw.viz.figure_io import FULL_WIDTH_INCHES, PAPER_STYLE, plt, save_figure
 from mobilesam_srw.viz.heatmap import choose_samples
@@ -84,22 +87,18 @@ def draw_comparisons(shard_paths: Sequence[str], runs: Sequence[Path], out: Path
                      **generator_options) -> list[Path]:
     """``out/compare_<key>.png`` and ``.pdf`` per chosen sample; returns the paths written."""
     samples = choose_samples(shard_paths, keys, first)
-    input_size = samples[0].embedding.shape[-1] * 16
-    teacher = EmbeddingPredictor(decoder_sam(sam_checkpoint, input_size).to(device))
+    input_size = samples[0].embedding.shape[-1] * PATCH_SIZE
     students = {}
     for run in runs:
         student, _ = load_student(run)
-        label = Path(run).name if Path(run).is_dir() else Path(run).stem
-        students[label] = (student.to(device), EmbeddingPredictor(decoder_sam(sam_checkpoint, input_size, student).to(device)))
+        students[Path(run).name if Path(run).is_dir() else Path(run).stem] = student
+    models = PromptModels.build(prompt_and_decoder(sam_checkpoint), input_size, students, torch.device(device))
     paths = []
     for sample in samples:
-        original_size, input_hw = tuple(sample.meta["original_size"]), tuple(sample.meta["input_size"])
-        teacher.set_embedding(torch.from_numpy(sample.embedding), original_size, input_hw)
-        panels = {"teacher": automatic_masks(teacher, grid, **generator_options)}
-        for label, (student, predictor) in students.items():
-            predictor.set_embedding(student_embedding(student, sample, predictor.device), original_size, input_hw)
-            panels[label] = automatic_masks(predictor, grid, **generator_options)
+        original_size = tuple(sample.meta["original_size"])
+        panels = {label: automatic_masks(predictor, grid, **generator_options)
+                  for label, predictor in models.install(sample).items()}
         run_labels = list(students)
-        boxes = differing_boxes(panels["teacher"], panels[run_labels[0]], panels[run_labels[-1]], original_size)
+        boxes = differing_boxes(panels[TEACHER_RUN], panels[run_labels[0]], panels[run_labels[-1]], original_size)
         paths += save_figure(compare_figure(sample, panels, boxes), Path(out) / f"compare_{sample.key}")
     return paths

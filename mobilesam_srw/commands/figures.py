@@ -34,7 +34,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_heatmap(args: argparse.Namespace) -> int:
-    from mobilesam_srw.sam.data import resolve_shards
+    from mobilesam_srw.shards import resolve_shards
     from mobilesam_srw.viz.heatmap import draw_heatmaps
 
     paths = draw_heatmaps(resolve_shards(args.shards), args.tau, args.out, args.keys, args.first, args.normalizer)
@@ -46,7 +46,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from mobilesam_srw.distributed import resolve_device
     from mobilesam_srw.errors import SrwError
     from mobilesam_srw.eval.evaluate import resolve_sam_checkpoint
-    from mobilesam_srw.sam.data import resolve_shards
+    from mobilesam_srw.shards import resolve_shards
     from mobilesam_srw.viz.compare import draw_comparisons
 
     if args.grid < 1:

@@ -36,10 +36,7 @@ class EmbeddingShards(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
-        spans = self.samples[index]
-        raw = {"__key__": spans["__key__"]}
-        raw.update({field: span.read() for field, span in spans.items() if field != "__key__"})
-        sample = shards.decode_sample(raw, as_float32=False)
+        sample = shards.read_indexed(self.samples[index], as_float32=False)
         embedding = torch.from_numpy(sample.embedding)
         if sample.avesim is not None:
             avesim = torch.from_numpy(sample.avesim).flatten()

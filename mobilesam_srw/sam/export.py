@@ -12,23 +12,9 @@ from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam import checkpoint
 from mobilesam_srw.sam.mobilesam_format import to_mobilesam
 from mobilesam_srw.sam.student import SamStudent
-from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam, sam_config_from_dict
+from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam, prompt_and_decoder, sam_config_from_dict
 
-PROMPT_AND_DECODER = ("prompt_encoder.", "mask_decoder.")
 MOBILESAM_STUDENT = "tinyvit-5m"  # the architecture of MobileSAM's vit_t
-
-
-def teacher_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A SAM checkpoint's state dict: a released ``sam_vit_*.pth`` or our ``teacher_tiny.pth``."""
-    saved = checkpoint.load(path)
-    return saved["model"] if isinstance(saved, dict) and "sam_config" in saved else saved
-
-
-def prompt_and_decoder(path: Path) -> dict[str, torch.Tensor]:
-    state = {k: v for k, v in teacher_state_dict(path).items() if k.startswith(PROMPT_AND_DECODER)}
-    if not state:
-        raise SrwError(f"{path} holds no prompt_encoder/mask_decoder weights (not a SAM checkpoint?)")
-    return state
 
 
 def student_sam(student: SamStudent, sam_checkpoint: Path) -> Sam:

@@ -17,9 +17,8 @@ from segment_anything.modeling import Sam
 from torch import nn
 
 from mobilesam_srw.errors import SrwError
-from mobilesam_srw.sam.export import prompt_and_decoder
 from mobilesam_srw.sam.student import SamStudent
-from mobilesam_srw.sam.teacher import SamConfig, build_sam
+from mobilesam_srw.sam.teacher import SamConfig, build_sam, prompt_and_decoder
 from mobilesam_srw.sam.transforms import normalize_padded, pad_image
 from mobilesam_srw.shards import ShardSample
 
@@ -35,18 +34,23 @@ class StoredEncoder(nn.Module):
         raise RuntimeError("the teacher's image encoder never runs in evaluation: its embeddings are stored")
 
 
-def decoder_sam(sam_checkpoint: Path, input_size: int, image_encoder: nn.Module | None = None) -> Sam:
-    """A ``Sam`` with the checkpoint's prompt encoder and mask decoder, at ``input_size``.
+def decoder_sam(decoder: Path | dict[str, torch.Tensor], input_size: int,
+                image_encoder: nn.Module | None = None) -> Sam:
+    """A ``Sam`` with a checkpoint's prompt encoder and mask decoder, at ``input_size``.
 
-    Its image encoder is ``image_encoder`` (a student) or a :class:`StoredEncoder`; the
-    teacher's ViT is never built or loaded.
+    Args:
+        decoder: the weights from :func:`~mobilesam_srw.sam.teacher.prompt_and_decoder` (read once per
+            command and shared by every model), or the checkpoint's path.
+        input_size: the encoder's square input size.
+        image_encoder: a student; by default a :class:`StoredEncoder` (the teacher's ViT is never built).
     """
+    state = prompt_and_decoder(decoder) if isinstance(decoder, (str, Path)) else decoder
     config = SamConfig(64, 1, 1, (), image_size=input_size, window_size=0)  # the ViT part is discarded
     sam = build_sam(config)
     sam.image_encoder = image_encoder if image_encoder is not None else StoredEncoder(input_size)
-    missing, unexpected = sam.load_state_dict(prompt_and_decoder(sam_checkpoint), strict=False)
+    missing, unexpected = sam.load_state_dict(state, strict=False)
     if unexpected or any(not key.startswith("image_encoder.") for key in missing):
-        raise SrwError(f"{sam_checkpoint}: its prompt encoder or mask decoder does not fit SAM's")
+        raise SrwError("the checkpoint's prompt encoder or mask decoder does not fit SAM's")
     return sam.eval()
 
 

@@ -126,12 +126,11 @@ def guess_sam_type(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def _read_checkpoint(path: Path) -> dict:
-    if not path.is_file():
-        raise SrwError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a torn download, another format, or a pickle that needs code
-        raise SrwError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from None
+    """A checkpoint's dict (``weights_only``); a torn download, another format or a pickle that needs code
+    is one line."""
+    from mobilesam_srw.engine.checkpoint import load
+
+    return load(path)
 
 
 def load_sam(teacher_type: str, checkpoint: Path) -> Sam:
@@ -147,6 +146,24 @@ def load_sam(teacher_type: str, checkpoint: Path) -> Sam:
     sam = build_sam(SAM_CONFIGS[teacher_type])
     sam.load_state_dict(state_dict)
     return sam
+
+
+PROMPT_AND_DECODER = ("prompt_encoder.", "mask_decoder.")
+
+
+def teacher_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A SAM checkpoint's state dict: a released ``sam_vit_*.pth`` or our ``teacher_tiny.pth``."""
+    saved = _read_checkpoint(Path(path))
+    return saved["model"] if isinstance(saved, dict) and "sam_config" in saved else saved
+
+
+def prompt_and_decoder(path: Path) -> dict[str, torch.Tensor]:
+    """The prompt encoder and mask decoder weights of a SAM checkpoint (read it once per command)."""
+    saved = teacher_state_dict(path)
+    state = {k: v for k, v in saved.items() if k.startswith(PROMPT_AND_DECODER)} if isinstance(saved, dict) else {}
+    if not state:
+        raise SrwError(f"{path} holds no prompt_encoder/mask_decoder weights (not a SAM checkpoint?)")
+    return state
 
 
 def save_tiny_teacher(sam: Sam, config: SamConfig, path: Path) -> None:
