@@ -1,4 +1,4 @@
-"""``srw-sam export``: a run's student as a MobileSAM checkpoint (``mobile_sam.pt`` layout)."""
+"""``srw-sam export``: a run's student as a MobileSAM checkpoint (``mobile_sam.pt`` layout) or as ONNX."""
 
 from __future__ import annotations
 
@@ -6,19 +6,42 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "write a trained student with SAM's prompt encoder and mask decoder as a MobileSAM checkpoint"
+HELP = "write a trained student as a MobileSAM checkpoint, or as ONNX (encoder, optionally SAM's decoder)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path, required=True, help="run folder of srw-sam train (or its student.pt)")
-    parser.add_argument("--sam-checkpoint", type=Path, required=True,
-                        help="SAM checkpoint giving the prompt encoder and mask decoder, e.g. sam_vit_h_4b8939.pth")
-    parser.add_argument("--out", type=Path, required=True, help="output file, e.g. mobile_sam_srw.pt")
+    parser.add_argument("--format", choices=("pt", "onnx"), default="pt",
+                        help="pt: one MobileSAM checkpoint (default); onnx: encoder.onnx [+ decoder.onnx]")
+    parser.add_argument("--sam-checkpoint", type=Path,
+                        help="SAM checkpoint giving the prompt encoder and mask decoder, e.g. sam_vit_h_4b8939.pth "
+                        "(needed by --format pt and --with-decoder)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="pt: output file, e.g. mobile_sam_srw.pt; onnx: output folder, or the encoder's .onnx file")
+    parser.add_argument("--with-decoder", action="store_true",
+                        help="onnx: also write SAM's prompt encoder and mask decoder as decoder.onnx")
+    parser.add_argument("--opset", type=int, default=17, help="onnx: ONNX opset, 17 to 20 (default 17)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from mobilesam_srw.sam.export import export_mobilesam
+    from mobilesam_srw.errors import SrwError
 
-    export_mobilesam(args.run, args.sam_checkpoint, args.out)
-    print(f"wrote {args.out} (load it with mobile_sam.sam_model_registry['vit_t'])", file=sys.stderr)
+    if args.format == "pt":
+        if args.with_decoder:
+            raise SrwError("--with-decoder is for --format onnx (a pt checkpoint always holds the decoder)")
+        if args.sam_checkpoint is None:
+            raise SrwError("--format pt needs --sam-checkpoint (its prompt encoder and mask decoder)")
+        from mobilesam_srw.sam.export import export_mobilesam
+
+        export_mobilesam(args.run, args.sam_checkpoint, args.out)
+        print(f"wrote {args.out} (load it with mobile_sam.sam_model_registry['vit_t'])", file=sys.stderr)
+        return 0
+
+    if args.with_decoder != (args.sam_checkpoint is not None):
+        raise SrwError("--with-decoder and --sam-checkpoint go together (the decoder's weights come from it)")
+    from mobilesam_srw.sam.onnx_export import export_run_onnx
+
+    outputs = export_run_onnx(args.run, args.out, args.sam_checkpoint, args.opset)
+    written = [path for path in (outputs.encoder, outputs.decoder) if path is not None]
+    print(f"wrote {', '.join(map(str, written))} (run with onnxruntime; see the README)", file=sys.stderr)
     return 0

@@ -1,0 +1,268 @@
+"""srw-sam export --format onnx: onnxruntime gives PyTorch's embeddings, and segment-anything's masks and scores.
+
+Tolerances (max absolute difference, onnxruntime CPU against PyTorch CPU, float32):
+embeddings 1e-4 (measured about 5e-6, values up to about 4); mask logits and low-resolution
+logits 1e-5 (measured about 2e-6); IoU predictions 1e-6 (measured under 1e-7).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from conftest import run_cli  # noqa: E402
+from segment_anything.utils.transforms import ResizeLongestSide  # noqa: E402
+from test_precompute import assert_one_line_error  # noqa: E402
+
+from mobilesam_srw.cli import main  # noqa: E402
+from mobilesam_srw.sam import checkpoint  # noqa: E402
+from mobilesam_srw.errors import SrwError  # noqa: E402
+from mobilesam_srw.sam.onnx_export import OnnxOutputs, export_student_onnx, onnx_outputs  # noqa: E402
+from mobilesam_srw.sam.predictor import EmbeddingPredictor, decoder_sam  # noqa: E402
+from mobilesam_srw.sam.student import build_student  # noqa: E402
+from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam, save_tiny_teacher  # noqa: E402
+from mobilesam_srw.sam.transforms import normalize_padded, pad_image  # noqa: E402
+
+EMBEDDING_ATOL = 1e-4
+MASK_ATOL = 1e-5
+SCORE_ATOL = 1e-6
+SIZE = 256  # the tiny teacher's and the test students' input size
+DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+# The README's ONNX example, word for word (test_readme_holds_the_tested_example keeps them the same).
+README_EXAMPLE = """\
+import numpy as np, onnxruntime as ort
+from segment_anything.utils.transforms import ResizeLongestSide
+from skimage.data import coffee
+
+image = coffee()                                                 # any [H, W, 3] uint8 RGB image
+encoder, decoder = ort.InferenceSession("onnx/encoder.onnx"), ort.InferenceSession("onnx/decoder.onnx")
+size = encoder.get_inputs()[0].shape[-1]                         # the student's input size S
+resize = ResizeLongestSide(size)
+x = (resize.apply_image(image) - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375]  # SAM's pixel mean, std
+x = np.pad(x, ((0, size - x.shape[0]), (0, size - x.shape[1]), (0, 0))).transpose(2, 0, 1)[None]
+embedding = encoder.run(None, {"images": x.astype(np.float32)})[0]  # [1, 256, S/16, S/16]
+points = resize.apply_coords(np.array([[[200.0, 150.0], [0.0, 0.0]]]), image.shape[:2])  # a click (x, y), a pad point
+masks, scores, _ = decoder.run(None, {
+    "image_embeddings": embedding, "point_coords": points.astype(np.float32),
+    "point_labels": np.array([[1, -1]], np.float32),             # 1 foreground, 0 background, -1 padding
+    "mask_input": np.zeros((1, 1, size // 4, size // 4), np.float32), "has_mask_input": np.zeros(1, np.float32),
+    "orig_im_size": np.array(image.shape[:2], np.float32)})
+best = masks[0, 1 + scores[0, 1:].argmax()] > 0.0               # [H, W] bool: the best of the 3 multimask outputs
+"""
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory) -> Path:
+    """A random tiny SAM at 256 px, saved as precompute saves it (``teacher_tiny.pth``)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "teacher_tiny.pth"
+    save_tiny_teacher(build_sam(SAM_CONFIGS["tiny"]), SAM_CONFIGS["tiny"], path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(two_runs, teacher_file, tmp_path_factory) -> Path:
+    """``srw-sam export --format onnx --with-decoder`` of a tinyvit-micro run: the output folder."""
+    out = tmp_path_factory.mktemp("onnx") / "onnx"
+    result = run_cli("export", "--run", two_runs[0], "--format", "onnx", "--out", out,
+                     "--with-decoder", "--sam-checkpoint", teacher_file)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def session(path: Path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def shape_of(value_info) -> list:
+    return [dim.dim_param or dim.dim_value for dim in value_info.type.tensor_type.shape.dim]
+
+
+def test_files_pass_the_onnx_checker_with_the_documented_signature(exported):
+    assert sorted(path.name for path in exported.iterdir()) == ["decoder.onnx", "encoder.onnx"]
+    encoder, decoder = (onnx.load(exported / name) for name in ("encoder.onnx", "decoder.onnx"))
+    for model in (encoder, decoder):
+        onnx.checker.check_model(model, full_check=True)
+        assert [opset.version for opset in model.opset_import if opset.domain in ("", "ai.onnx")] == [17]
+    assert [(i.name, shape_of(i)) for i in encoder.graph.input] == [("images", ["batch", 3, SIZE, SIZE])]
+    assert [(o.name, shape_of(o)) for o in encoder.graph.output] == [("image_embeddings", ["batch", 256, 16, 16])]
+    assert [i.name for i in decoder.graph.input] == DECODER_INPUTS
+    assert shape_of(decoder.graph.input[1]) == [1, "num_points", 2]
+    assert [o.name for o in decoder.graph.output] == ["masks", "iou_predictions", "low_res_masks"]
+
+
+def assert_encoder_matches(student, path: Path) -> None:
+    """onnxruntime equals PyTorch on batches of one and two (the batch axis is dynamic)."""
+    encoder = session(path)
+    generator = torch.Generator().manual_seed(1)
+    for batch in (1, 2):
+        images = torch.randn(batch, 3, student.img_size, student.img_size, generator=generator)
+        with torch.no_grad():
+            expected = student(images).numpy()
+        (embeddings,) = encoder.run(None, {"images": images.numpy()})
+        assert embeddings.shape == expected.shape == (batch, *student.embedding_shape)
+        np.testing.assert_allclose(embeddings, expected, rtol=0, atol=EMBEDDING_ATOL)
+    assert np.abs(expected[0] - expected[1]).max() > 0.1  # the two images give two embeddings
+
+
+def test_encoder_matches_pytorch_for_batches_of_one_and_two(exported, two_runs):
+    student, _ = checkpoint.load_student(two_runs[0])
+    assert_encoder_matches(student, exported / "encoder.onnx")
+
+
+def test_mobilesam_tinyvit_5m_encoder_matches_pytorch(tmp_path):
+    """MobileSAM's real architecture (tinyvit-5m), at 256 px to keep the test short."""
+    torch.manual_seed(2)
+    student = build_student("tinyvit-5m", SIZE).eval()
+    export_student_onnx(student, tmp_path / "encoder.onnx")
+    onnx.checker.check_model(str(tmp_path / "encoder.onnx"), full_check=True)
+    assert_encoder_matches(student, tmp_path / "encoder.onnx")
+
+
+def decoder_feeds(embedding, coords, labels, original_size, mask_input=None) -> dict[str, np.ndarray]:
+    """The ONNX decoder's inputs for one prompt, with SAM's padding point (label -1) as its demo adds."""
+    coords = np.concatenate([coords, [[0.0, 0.0]]])[None].astype(np.float32)
+    labels = np.concatenate([labels, [-1]])[None].astype(np.float32)
+    side = SIZE // 4
+    return {
+        "image_embeddings": embedding.numpy(),
+        "point_coords": coords,
+        "point_labels": labels,
+        "mask_input": np.zeros((1, 1, side, side), np.float32) if mask_input is None else mask_input,
+        "has_mask_input": np.array([0.0 if mask_input is None else 1.0], np.float32),
+        "orig_im_size": np.array(original_size, np.float32),
+    }
+
+
+@pytest.fixture(scope="module")
+def decoder(exported):
+    return session(exported / "decoder.onnx")
+
+
+@pytest.fixture(scope="module")
+def predictor(teacher_file) -> EmbeddingPredictor:
+    """segment-anything's ``SamPredictor`` on given embeddings, with the tiny teacher's decoder."""
+    return EmbeddingPredictor(decoder_sam(teacher_file, SIZE))
+
+
+@pytest.mark.parametrize("original_size", [(300, 200), (180, 256), (256, 256)])
+def test_decoder_matches_segment_anythings_predictor(decoder, predictor, original_size):
+    """Masks (upscaled and low-resolution logits) and IoU predictions of ``SamPredictor.predict_torch``,
+    for one click, a positive and a negative click, and a click with the previous mask as input."""
+    embedding = torch.randn(1, 256, 16, 16, generator=torch.Generator().manual_seed(3))
+    input_size = ResizeLongestSide.get_preprocess_shape(*original_size, SIZE)
+    predictor.set_embedding(embedding, original_size, input_size)
+    height, width = original_size
+    clicks = np.array([[0.3 * width, 0.6 * height], [0.7 * width, 0.2 * height]])
+    previous = None
+    for points, labels, with_previous in ((clicks[:1], [1], False), (clicks, [1, 0], False), (clicks[:1], [1], True)):
+        coords = predictor.transform.apply_coords(points, original_size)
+        mask_input = previous if with_previous else None
+        masks, scores, low_res = decoder.run(None, decoder_feeds(embedding, coords, np.array(labels), original_size,
+                                                                 mask_input))
+        assert masks.shape == (1, 4, height, width) and scores.shape == (1, 4) and low_res.shape == (1, 4, 64, 64)
+        for multimask, outputs in ((True, slice(1, 4)), (False, slice(0, 1))):
+            with torch.no_grad():
+                expected_masks, expected_scores, expected_low_res = predictor.predict_torch(
+                    torch.as_tensor(coords[None], dtype=torch.float32), torch.as_tensor([labels]),
+                    mask_input=None if mask_input is None else torch.from_numpy(mask_input),
+                    multimask_output=multimask, return_logits=True)
+            np.testing.assert_allclose(masks[:, outputs], expected_masks.numpy(), rtol=0, atol=MASK_ATOL)
+            np.testing.assert_allclose(low_res[:, outputs], expected_low_res.numpy(), rtol=0, atol=MASK_ATOL)
+            np.testing.assert_allclose(scores[:, outputs], expected_scores.numpy(), rtol=0, atol=SCORE_ATOL)
+        previous = low_res[:, :1]
+    assert np.abs(masks).max() > 0.05  # logits far from zero, so the tolerance is meaningful
+
+
+def test_readme_example_gives_the_student_embedding_and_sams_masks(exported, two_runs, predictor, tmp_path,
+                                                                     monkeypatch):
+    shutil.copytree(exported, tmp_path / "onnx")
+    monkeypatch.chdir(tmp_path)
+    names: dict = {}
+    exec(compile(README_EXAMPLE, "README example", "exec"), names)
+    image = names["image"]
+    resized = ResizeLongestSide(SIZE).apply_image(image)
+    assert resized.shape[:2] != (SIZE, SIZE)  # the example pads
+    student, _ = checkpoint.load_student(two_runs[0])
+    with torch.no_grad():
+        expected = student(normalize_padded(pad_image(resized, SIZE)[None], torch.tensor([resized.shape[:2]])))
+    np.testing.assert_allclose(names["embedding"], expected.numpy(), rtol=0, atol=EMBEDDING_ATOL)
+    predictor.set_embedding(torch.from_numpy(names["embedding"]), image.shape[:2], resized.shape[:2])
+    masks, scores, _ = predictor.predict(np.array([[200.0, 150.0]]), np.array([1]), return_logits=True)
+    np.testing.assert_allclose(names["masks"][0, 1:], masks, rtol=0, atol=MASK_ATOL)
+    np.testing.assert_allclose(names["scores"][0, 1:], scores, rtol=0, atol=SCORE_ATOL)
+    assert names["best"].shape == image.shape[:2] and names["best"].dtype == bool
+
+
+def test_readme_holds_the_tested_example():
+    blocks = re.findall(r"```py\n(.*?)```", README.read_text(), flags=re.S)
+    if not any("onnx/encoder.onnx" in block for block in blocks):
+        pytest.skip("README has no ONNX example yet")
+    assert README_EXAMPLE in blocks
+
+
+def test_missing_run_gives_one_line_error(tmp_path):
+    result = run_cli("export", "--run", tmp_path / "nothing", "--format", "onnx", "--out", tmp_path / "out")
+    assert_one_line_error(result, "checkpoint not found")
+
+
+def test_bad_out_gives_one_line_error(two_runs, tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    result = run_cli("export", "--run", two_runs[0], "--format", "onnx", "--out", a_file)
+    assert_one_line_error(result, "is a file")
+    assert a_file.read_text() == "not a folder"
+
+
+def test_onnx_outputs_resolve_folders_and_files(tmp_path):
+    folder = tmp_path / "a" / "b"
+    assert onnx_outputs(folder, with_decoder=True) == OnnxOutputs(folder / "encoder.onnx", folder / "decoder.onnx")
+    assert folder.is_dir()
+    only_encoder = onnx_outputs(tmp_path / "b" / "student.onnx", with_decoder=False)
+    assert (only_encoder.encoder, only_encoder.decoder) == (tmp_path / "b" / "student.onnx", None)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SrwError, match="give a folder, not the file"):
+        onnx_outputs(tmp_path / "c.onnx", with_decoder=True)
+    with pytest.raises(SrwError, match="cannot create output folder"):
+        onnx_outputs(tmp_path / "file" / "sub", with_decoder=False)
+    (tmp_path / "d.onnx").mkdir()
+    with pytest.raises(SrwError, match="is a folder"):
+        onnx_outputs(tmp_path / "d.onnx", with_decoder=False)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--format", "onnx", "--with-decoder"], "go together"),
+        (["--format", "onnx", "--sam-checkpoint", "sam.pth"], "go together"),
+        (["--format", "onnx", "--opset", "13"], "opset must be between 17 and 20"),
+        (["--with-decoder", "--sam-checkpoint", "sam.pth"], "--with-decoder is for --format onnx"),
+        ([], "--format pt needs --sam-checkpoint"),
+    ],
+)
+def test_inconsistent_options_give_one_line_error(two_runs, tmp_path, capsys, arguments, message):
+    assert main(["export", "--run", str(two_runs[0]), "--out", str(tmp_path / "out"), *arguments]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and message in error, error
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_onnx_package_names_the_extra(two_runs, tmp_path):
+    hidden = tmp_path / "hide" / "onnx"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('onnx is hidden by the test')\n")
+    pythonpath = os.pathsep.join(filter(None, [str(hidden.parent), os.environ.get("PYTHONPATH")]))
+    result = run_cli("export", "--run", two_runs[0], "--format", "onnx", "--out", tmp_path / "out",
+                     env={**os.environ, "PYTHONPATH": pythonpath})
+    assert_one_line_error(result, 'pip install "mobilesam-srw[onnx]"')
