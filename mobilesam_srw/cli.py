@@ -1,25 +1,32 @@
-"""``srw-sam``: the command line, a thin layer over the library.
+"""``srw-sam``, ``srw-cls`` and ``srw-clip``: the command lines, a thin layer over the library.
 
-Each subcommand lives in its own module and registers itself through
-:data:`SUBCOMMANDS`, a plain dict of name -> ``(add_arguments, run)``. The CLI only
-parses arguments, calls the library, prints :class:`SrwError` as one line and exits 2.
+Each subcommand lives in its own module (``mobilesam_srw.commands``) and each program lists its
+subcommands in a plain dict of name -> ``(help, add_arguments, run)``. A program only parses
+arguments, calls the library, prints :class:`SrwError` as one line and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import Callable, Sequence
 
 from mobilesam_srw import __version__
 from mobilesam_srw.errors import SrwError
 
+# A full disk or quota, a read-only or forbidden folder: the user's to fix, said in one line.
+USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG)
+
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 
 
-def _subcommands() -> dict[str, tuple[str, AddArguments, Run]]:
-    """Name -> (one-line help, add_arguments, run). Each ``run`` imports its stage lazily."""
+Subcommands = dict[str, tuple[str, AddArguments, Run]]
+
+
+def _subcommands() -> Subcommands:
+    """``srw-sam``'s name -> (one-line help, add_arguments, run). Each ``run`` imports its stage lazily."""
     from mobilesam_srw.commands import demo, evaluate, export, figures, precompute, sample_data, train
 
     return {
@@ -41,23 +48,25 @@ class _OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineErrorParser(
-        prog="srw-sam",
-        description="Distil SAM's image encoder into MobileSAM's TinyViT with Sample-wise Re-Weighting "
-        "(Yu et al., ACCV 2024).",
-    )
+SAM_DESCRIPTION = ("Distil SAM's image encoder into MobileSAM's TinyViT with Sample-wise Re-Weighting "
+                   "(Yu et al., ACCV 2024).")
+
+
+def build_parser(prog: str = "srw-sam", description: str = SAM_DESCRIPTION,
+                 subcommands: Subcommands | None = None) -> argparse.ArgumentParser:
+    """The parser of program ``prog`` with ``subcommands`` (default: ``srw-sam``'s)."""
+    parser = _OneLineErrorParser(prog=prog, description=description)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_line, add_arguments, run) in _subcommands().items():
+    for name, (help_line, add_arguments, run) in (subcommands or _subcommands()).items():
         sub = commands.add_parser(name, help=help_line, description=help_line)
         add_arguments(sub)
         sub.set_defaults(command_function=run)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def run_program(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the subcommand; a user error is one line on stderr and exit code 2."""
     args = parser.parse_args(argv)
     if getattr(args, "command_function", None) is None:
         parser.print_help()
@@ -65,11 +74,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.command_function(args) or 0)
     except SrwError as error:
-        print(f"srw-sam {args.command}: error: {error}", file=sys.stderr)
+        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in USER_FIXABLE_ERRNOS:
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"{parser.prog} {args.command}: error: {error.strerror}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"srw-sam {args.command}: interrupted", file=sys.stderr)
+        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``srw-sam``."""
+    return run_program(build_parser(), argv)
+
+
+def cls_main(argv: Sequence[str] | None = None) -> int:
+    """``srw-cls``."""
+    from mobilesam_srw.commands.cls import DESCRIPTION, SUBCOMMANDS
+
+    return run_program(build_parser("srw-cls", DESCRIPTION, SUBCOMMANDS), argv)
 
 
 if __name__ == "__main__":
