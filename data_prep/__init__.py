@@ -1,1 +1,2 @@
-"""SAM data preparation: SA-1B reading, subset choice, teacher-embedding shards, sample data."""
+"""SAM data preparation: input sources (SA-1B, image folders, COCO), subset and held-out choice,
+teacher-embedding shards, sample data."""

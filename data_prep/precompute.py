@@ -1,34 +1,41 @@
-"""``srw-sam precompute``: SA-1B images -> teacher embeddings + per-patch avesim, in shards.
+"""``srw-sam precompute``: images -> teacher embeddings + per-patch avesim, in shards.
 
-The teacher runs once here; training never touches it. Images are read, validated and
-resized in DataLoader workers while the teacher encodes on the device. Shard ``i`` is
-the valid samples of plan chunk ``i``; under torchrun, rank ``r`` writes the shards
-with ``i % world_size == r``. A rerun with the same arguments skips complete shards.
+The input is one of the sources of :func:`~mobilesam_srw.data_prep.sources.source_registry`
+(SA-1B tars or folders, image folders, a COCO file). The teacher runs once here; training
+never touches it. Images are read, validated, resized and JPEG-encoded in DataLoader
+workers while the teacher encodes the decoded JPEG pixels on the device. Shard ``i`` of an
+output folder is the valid samples of plan chunk ``i``; under torchrun, rank ``r`` writes the
+shards with ``i % world_size == r``. A rerun with the same arguments skips complete shards.
+With a held-out split, the same run writes a second folder (default ``<out>/val``) of the
+held-out samples, encoded by the same teacher.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from mobilesam_srw import shards
-from mobilesam_srw.atomic import read_json, write_json
-from mobilesam_srw.data_prep import writer
+from mobilesam_srw.atomic import atomic_path, write_json
+from mobilesam_srw.data_prep import shard_encoding, writer
 from mobilesam_srw.data_prep.plan import Plan, make_plan
-from mobilesam_srw.data_prep.run_identity import check_output_folder, run_record, teacher_identity
-from mobilesam_srw.data_prep.sa1b import BadSample, SampleRef, load_sample
+from mobilesam_srw.data_prep.run_identity import check_output_folder, read_run_file, run_record, teacher_identity
+from mobilesam_srw.data_prep.sample_pipeline import PreparedSamples
+from mobilesam_srw.data_prep.sources import ImageLimits, SourceOptions, source_registry
+from mobilesam_srw.data_prep.split import HeldOut, parse_held_out, split_plan
 from mobilesam_srw.data_prep.subset import parse_subset
 from mobilesam_srw.distributed import DistributedContext, distributed_context
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam import teacher as sam_teacher
 from mobilesam_srw.srw import average_similarity
+
+VAL_FOLDER = "val"
 
 
 @dataclass
@@ -36,24 +43,33 @@ class PrecomputeConfig:
     """Arguments of a precompute run (the CLI's options).
 
     Args:
-        inputs: SA-1B tars, folders and globs.
+        inputs: SA-1B tars, folders and globs; image folders, files and globs; or one COCO file.
         out: output folder of shards.
+        input_kind: ``sa1b``, ``images`` or ``coco`` (what ``inputs`` are).
+        image_root: the folder a COCO file's ``file_name``s are relative to.
         teacher: ``vit_h``, ``vit_l``, ``vit_b`` or ``tiny`` (random, for demos and tests).
         checkpoint: the SAM checkpoint (for ``tiny``: optional, a teacher file to reuse).
         subset: ``"1%"`` (MobileSAM's share of SA-1B), ``"all"``, or a file of names.
-        seed: seeds the subset choice and the tiny teacher's initialisation.
+        seed: seeds the subset and held-out choices and the tiny teacher's initialisation.
         shard_size: planned samples per shard.
         batch_size: images per teacher forward pass.
         device: ``auto`` (this rank's GPU if any), ``cpu``, ``cuda``, ``cuda:1``, ...
         dtype: embedding storage, ``fp16``, ``int8`` or ``fp32``.
-        limit: keep only the first N planned samples.
+        limit: keep only the first N planned samples (before the held-out split).
         workers: DataLoader processes that decode and resize images.
         tiny_image_size: input size of a new tiny teacher.
+        val_fraction: hold out this fraction of the planned samples, in (0, 1).
+        val_keys: hold out the sample keys this file lists.
+        val_out: the held-out folder (default ``<out>/val``).
+        max_file_bytes: larger image or annotation files are skipped.
+        max_image_pixels: larger images (width x height) are skipped.
         progress: show a progress bar.
     """
 
     inputs: list[str]
     out: Path
+    input_kind: str = "sa1b"
+    image_root: Path | None = None
     teacher: str = "vit_h"
     checkpoint: Path | None = None
     subset: str = "1%"
@@ -65,43 +81,32 @@ class PrecomputeConfig:
     limit: int | None = None
     workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     tiny_image_size: int = 256
+    val_fraction: float | None = None
+    val_keys: Path | None = None
+    val_out: Path | None = None
+    max_file_bytes: int = ImageLimits.max_file_bytes
+    max_image_pixels: int = ImageLimits.max_pixels
     progress: bool = True
 
-
-class _PlannedImages(Dataset):
-    """Plan samples -> resized image, its JPEG, and its record; or the reason it is skipped."""
-
-    def __init__(self, items: list[tuple[int, SampleRef]], image_size: int) -> None:
-        self.items = items
-        self.image_size = image_size
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, position: int) -> dict:
-        shard, ref = self.items[position]
-        base = {"shard": shard, "key": ref.key, "source": ref.source}
-        try:
-            rgb, record = load_sample(ref)
-        except BadSample as error:
-            return {**base, "skip": str(error)}
-        resized = sam_teacher.resize_longest_side(rgb, self.image_size)
-        meta = {
-            "key": ref.key,
-            "source": ref.source,
-            "original_size": list(rgb.shape[:2]),
-            "input_size": list(resized.shape[:2]),
-            "image": record["image"],
-            "annotations": record["annotations"],
-        }
-        return {**base, "resized": resized, "jpeg": shards.encode_image(resized), "meta": meta}
+    @property
+    def limits(self) -> ImageLimits:
+        return ImageLimits(max_file_bytes=self.max_file_bytes, max_pixels=self.max_image_pixels)
 
 
-def _warn(message: str) -> None:
-    tqdm.write(f"warning: {message}", file=sys.stderr)
+@dataclass
+class _Split:
+    """One output folder of the run: what it is, where, and its planned samples."""
+
+    name: str
+    out: Path
+    plan: Plan
+    run: dict = field(default_factory=dict)
 
 
-def _check_config(config: PrecomputeConfig) -> None:
+def _check_config(config: PrecomputeConfig) -> HeldOut | None:
+    sources = source_registry()
+    if config.input_kind not in sources:
+        raise SrwError(f"unknown input kind {config.input_kind!r}; expected one of {', '.join(sources)}")
     if config.teacher not in sam_teacher.SAM_CONFIGS:
         raise SrwError(f"unknown teacher type {config.teacher!r}; expected one of {', '.join(sam_teacher.SAM_CONFIGS)}")
     if config.dtype not in shards.EMBEDDING_DTYPES:
@@ -112,44 +117,78 @@ def _check_config(config: PrecomputeConfig) -> None:
         raise SrwError(f"checkpoint not found: {config.checkpoint}")
     if config.batch_size < 1 or config.workers < 0:
         raise SrwError("--batch-size must be >= 1 and --workers >= 0")
+    if config.max_file_bytes < 1 or config.max_image_pixels < 1:
+        raise SrwError("--max-file-mb and --max-image-pixels must be positive")
+    held_out = parse_held_out(config.val_fraction, config.val_keys)
+    if held_out is None and config.val_out is not None:
+        raise SrwError("--val-out needs --val-fraction or --val-keys")
+    if held_out is not None and Path(config.val_out or config.out / VAL_FOLDER).resolve() == Path(config.out).resolve():
+        raise SrwError("--val-out must be another folder than --out")
+    return held_out
 
 
-def _agree(ctx: DistributedContext, error: str | None) -> None:
-    """All ranks raise rank 0's setup error, so none waits forever at a barrier."""
-    if ctx.is_distributed:
-        shared = [error]
-        torch.distributed.broadcast_object_list(shared, src=0)
-        error = shared[0]
-    if error:
-        raise SrwError(error)
+def _splits(config: PrecomputeConfig, held_out: HeldOut | None) -> tuple[list[_Split], dict]:
+    """The output folders and their plans (the same on every rank and every rerun), and the input identity."""
+    discover = source_registry()[config.input_kind]
+    discovery = discover(config.inputs, SourceOptions(limits=config.limits, image_root=config.image_root))
+    plan = make_plan(discovery, parse_subset(config.subset), config.seed, config.shard_size, config.limit)
+    input_identity = {"kind": config.input_kind, **discovery.identity}
+    if held_out is None:
+        return [_Split("all", config.out, plan)], input_identity
+    training, validation = split_plan(plan, held_out, config.seed)
+    val_out = Path(config.val_out) if config.val_out is not None else config.out / VAL_FOLDER
+    return [_Split("train", config.out, training), _Split("val", val_out, validation)], input_identity
 
 
-def _prepare(config: PrecomputeConfig, ctx: DistributedContext) -> tuple[Plan, dict, "torch.nn.Module | None"]:
-    """Validate everything, then (rank 0) create the folder; nothing is written on a bad input.
+def _install_tiny_teacher(splits: list[_Split], sam, identity: dict) -> dict:
+    """Keep the tiny teacher beside every folder's shards (for resume and eval); returns its identity.
 
-    Returns the plan, the run record, and (rank 0) the teacher it already loaded.
+    The first folder gets the teacher's file; the others get byte-identical copies.
     """
-    _check_config(config)
-    plan = make_plan(config.inputs, parse_subset(config.subset), config.seed, config.shard_size, config.limit)
+    first = splits[0].out / sam_teacher.TINY_TEACHER_FILE
+    if not first.is_file():
+        sam_teacher.save_tiny_teacher(sam, sam_teacher.sam_config_from_dict(identity["sam_config"]), first)
+    if identity["checkpoint_sha256"] is None:  # a new teacher: this file is its identity
+        identity = {**identity, "checkpoint_sha256": sam_teacher.file_sha256(first)}
+    for split in splits[1:]:
+        copy = split.out / sam_teacher.TINY_TEACHER_FILE
+        if not copy.is_file():
+            with atomic_path(copy) as temporary:
+                shutil.copyfile(first, temporary)
+    return identity
+
+
+def _prepare(config: PrecomputeConfig, ctx: DistributedContext) -> tuple[list[_Split], "torch.nn.Module | None"]:
+    """Validate everything, then (rank 0) create the folders; nothing is written on a bad input.
+
+    Returns the splits with their run records, and (rank 0) the teacher it already loaded.
+    """
+    held_out = _check_config(config)
+    splits, input_identity = _splits(config, held_out)
     error, sam = None, None
     if ctx.is_main:
         try:
             identity, sam = teacher_identity(config)
-            run = run_record(config, identity, plan)
-            check_output_folder(config.out, run)
-            config.out.mkdir(parents=True, exist_ok=True)
-            tiny_file = config.out / sam_teacher.TINY_TEACHER_FILE
-            if config.teacher == "tiny" and not tiny_file.is_file():  # beside the shards, for resume and eval
-                sam_teacher.save_tiny_teacher(sam, sam_teacher.sam_config_from_dict(identity["sam_config"]), tiny_file)
-                if identity["checkpoint_sha256"] is None:  # a new teacher: this file is its identity
-                    identity["checkpoint_sha256"] = sam_teacher.file_sha256(tiny_file)
-            if not (config.out / writer.RUN_FILE).is_file():
-                write_json(config.out / writer.RUN_FILE, run)
+
+            def records(identity: dict) -> list[dict]:
+                return [run_record(config, identity, s.plan, input_identity, s.name, held_out) for s in splits]
+
+            for split, run in zip(splits, records(identity)):
+                check_output_folder(split.out, run)
+            for split in splits:
+                split.out.mkdir(parents=True, exist_ok=True)
+            if config.teacher == "tiny":
+                identity = _install_tiny_teacher(splits, sam, identity)
+            for split, run in zip(splits, records(identity)):
+                if not (split.out / writer.RUN_FILE).is_file():
+                    write_json(split.out / writer.RUN_FILE, run)
         except SrwError as failure:
             error = str(failure)
-    _agree(ctx, error)
+    shard_encoding.agree(ctx, error)
     ctx.barrier()
-    return plan, read_json(config.out / writer.RUN_FILE), sam
+    for split in splits:
+        split.run = read_run_file(split.out / writer.RUN_FILE)
+    return splits, sam
 
 
 def _load_teacher(config: PrecomputeConfig, run: dict):
@@ -158,75 +197,51 @@ def _load_teacher(config: PrecomputeConfig, run: dict):
 
 
 def run_precompute(config: PrecomputeConfig) -> dict:
-    """Run (or resume) a precompute; returns the manifest (every rank gets it)."""
+    """Run (or resume) a precompute; returns the manifest of ``config.out`` (every rank gets it)."""
     config.out = Path(config.out)
     with distributed_context(config.device) as ctx:
-        plan, run, teacher = _prepare(config, ctx)
+        splits, teacher = _prepare(config, ctx)
         if ctx.is_main:
-            for skip in plan.skipped:
-                _warn(f"skipped {skip.key or '(tar)'} ({skip.source}): {skip.reason}")
-        pending = [
-            index for index in range(ctx.rank, plan.num_shards, ctx.world_size)
-            if not writer.is_complete(config.out, index)
-        ]
-        started = time.perf_counter()
-        written = 0
-        if pending:
-            teacher = (teacher or _load_teacher(config, run)).to(ctx.device)
-            written = _encode_shards(config, ctx, plan, run, teacher, pending)
-        ctx.barrier()
-        if ctx.is_main:
-            manifest = writer.merge_manifest(config.out, run, plan.num_shards, [s.as_dict() for s in plan.skipped])
-            seconds = time.perf_counter() - started
-            print(
-                f"precompute: {manifest['samples_written']} samples in {len(manifest['shards'])} shards "
-                f"({manifest['bytes'] / 2**20:.1f} MiB), {manifest['samples_skipped']} skipped; this run encoded "
-                f"{written} in {seconds:.1f} s ({written / max(seconds, 1e-9):.2f} img/s); "
-                f"manifest: {config.out / shards.MANIFEST_NAME}",
-                file=sys.stderr,
-            )
-        ctx.barrier()
+            for skip in splits[0].plan.skipped:
+                shard_encoding.warn(f"skipped {skip.key or '(source)'} ({skip.source}): {skip.reason}")
+        pending = {split.name: shard_encoding.pending_shards(split.out, split.plan, ctx) for split in splits}
+        if any(pending.values()):
+            teacher = (teacher or _load_teacher(config, splits[0].run)).to(ctx.device)
+        for split in splits:
+            started = time.perf_counter()
+            written = _encode_split(config, ctx, split, teacher, pending[split.name]) if pending[split.name] else 0
+            manifest = shard_encoding.finish(split.out, split.run, split.plan, ctx)
+            if ctx.is_main:
+                _report(split, manifest, written, time.perf_counter() - started)
         return shards.read_manifest(config.out)
 
 
-def _encode_shards(
-    config: PrecomputeConfig, ctx: DistributedContext, plan: Plan, run: dict, teacher, pending: list[int]
-) -> int:
-    """Encode the pending shards of this rank, writing each as soon as its last sample is done."""
-    items = [(index, ref) for index in pending for ref in plan.shard_samples(index)]
-    loader = DataLoader(
-        _PlannedImages(items, run["input_size"]),
-        batch_size=config.batch_size,
-        num_workers=config.workers,
-        collate_fn=list,
-        pin_memory=False,
+def _report(split: _Split, manifest: dict, written: int, seconds: float) -> None:
+    label = "" if split.name == "all" else f" ({split.name})"
+    dropped = manifest["annotations_dropped"]["total"]
+    print(
+        f"precompute{label}: {manifest['samples_written']} samples in {len(manifest['shards'])} shards "
+        f"({manifest['bytes'] / 2**20:.1f} MiB), {manifest['samples_skipped']} skipped"
+        + (f", {dropped} invalid annotations dropped" if dropped else "")
+        + f"; this run encoded {written} in {seconds:.1f} s ({written / max(seconds, 1e-9):.2f} img/s); "
+        f"manifest: {split.out / shards.MANIFEST_NAME}",
+        file=sys.stderr,
     )
-    expected = {index: len(plan.shard_samples(index)) for index in pending}
-    done = {index: 0 for index in pending}
-    encoded: dict[int, list[dict]] = {index: [] for index in pending}
-    skipped: dict[int, list[dict]] = {index: [] for index in pending}
-    written = 0
-    bar = tqdm(total=len(items), unit="img", desc=f"precompute[{ctx.rank}]", disable=not config.progress or not ctx.is_main)
-    for batch in loader:
-        valid = [item for item in batch if "skip" not in item]
-        if valid:
-            embeddings = sam_teacher.image_embeddings(teacher, [item["resized"] for item in valid])
-            avesim = average_similarity(embeddings.flatten(2).transpose(1, 2)).view(
-                embeddings.shape[0], *embeddings.shape[2:]
-            )
-            for item, embedding, similarity in zip(valid, embeddings.cpu().numpy(), avesim.cpu().numpy()):
-                encoded[item["shard"]].append(
-                    shards.encode_sample(item["key"], item["jpeg"], embedding, similarity, item["meta"], config.dtype)
-                )
-        for item in batch:
-            if "skip" in item:
-                _warn(f"skipped {item['key']} ({item['source']}): {item['skip']}")
-                skipped[item["shard"]].append({"key": item["key"], "source": item["source"], "reason": item["skip"]})
-            done[item["shard"]] += 1
-            if done[item["shard"]] == expected[item["shard"]]:
-                index = item["shard"]
-                writer.write_shard(config.out, index, encoded.pop(index), skipped.pop(index), run["plan_fingerprint"])
-        written += len(valid)
-        bar.update(len(batch))
-    bar.close()
-    return written
+
+
+def _encode_split(config: PrecomputeConfig, ctx: DistributedContext, split: _Split, teacher, pending: list[int]) -> int:
+    """Encode this rank's pending shards of one folder; returns the samples written."""
+
+    def encode_batch(items: list[dict]) -> list[dict]:
+        """The teacher hook: embeddings of the decoded stored pixels and their avesim (Eq. 4)."""
+        embeddings = sam_teacher.image_embeddings(teacher, [item["pixels"] for item in items])
+        avesim = average_similarity(embeddings.flatten(2).transpose(1, 2)).view(embeddings.shape[0], *embeddings.shape[2:])
+        return [shards.encode_sample(item["key"], item["jpeg"], embedding, similarity, item["meta"], config.dtype)
+                for item, embedding, similarity in zip(items, embeddings.cpu().numpy(), avesim.cpu().numpy())]
+
+    prepared = PreparedSamples(shard_encoding.planned_items(split.plan, pending), split.run["input_size"], config.limits)
+    label = f"precompute[{ctx.rank}]" + ("" if split.name == "all" else f" {split.name}")
+    return shard_encoding.encode_shards(
+        split.out, split.plan, pending, prepared, encode_batch, split.run["plan_fingerprint"], config.batch_size,
+        config.workers, progress=config.progress and ctx.is_main, label=label,
+    )

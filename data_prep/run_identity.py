@@ -1,7 +1,9 @@
-"""The identity of a precompute run (teacher, input size, dtype, plan) and the output folder's fit.
+"""The identity of a precompute run (teacher, input size, dtype, input, plan, split) and the
+output folder's fit.
 
 A rerun may only add to a folder whose shards came from the same teacher checkpoint, input
-size, embedding dtype and plan; anything else is refused before a byte is written.
+size, embedding dtype, JPEG quality, input and plan; anything else is refused before a byte
+is written.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from mobilesam_srw import shards
 from mobilesam_srw.atomic import read_json
 from mobilesam_srw.data_prep import writer
 from mobilesam_srw.data_prep.plan import Plan
+from mobilesam_srw.data_prep.split import HeldOut
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam import teacher as sam_teacher
 
@@ -51,7 +55,19 @@ def teacher_identity(config: "PrecomputeConfig") -> tuple[dict, "torch.nn.Module
     return identity, sam
 
 
-def run_record(config: "PrecomputeConfig", identity: dict, plan: Plan) -> dict:
+def run_record(
+    config: "PrecomputeConfig", identity: dict, plan: Plan, input_identity: dict, split: str, held_out: HeldOut | None
+) -> dict:
+    """The run record of one output folder (``precompute.json``; the manifest starts with it).
+
+    Args:
+        config: the run's arguments.
+        identity: the teacher's identity (:func:`teacher_identity`).
+        plan: the samples this folder gets.
+        input_identity: the input kind and what else identifies the input (a COCO file's sha256).
+        split: ``all`` (no held-out split), ``train`` or ``val``.
+        held_out: the held-out rule, when there is one.
+    """
     sam_config = identity["sam_config"]
     size = sam_config["image_size"] // sam_config["patch_size"]
     return {
@@ -59,13 +75,31 @@ def run_record(config: "PrecomputeConfig", identity: dict, plan: Plan) -> dict:
         "input_size": sam_config["image_size"],
         "embedding_shape": [sam_config["embedding_dim"], size, size],
         "embedding_dtype": config.dtype,
+        "jpeg_quality": shards.JPEG_QUALITY,
         "samples_per_shard": config.shard_size,
+        "input": input_identity,
         "subset": config.subset,
         "seed": config.seed,
         "limit": config.limit,
+        "split": split,
+        "held_out": held_out.record() if held_out else None,
+        "image_limits": {"max_file_bytes": config.max_file_bytes, "max_pixels": config.max_image_pixels},
         "sources": plan.sources,
         "plan_fingerprint": plan.fingerprint(),
     }
+
+
+def read_run_file(path: Path) -> dict:
+    """A folder's ``precompute.json``; a malformed one is one :class:`SrwError` line naming it."""
+    try:
+        record = read_json(path)
+    except (OSError, ValueError, RecursionError) as error:
+        raise SrwError(f"{path}: unreadable run record ({type(error).__name__}); choose another --out") from None
+    teacher = record.get("teacher") if isinstance(record, dict) else None
+    if not isinstance(teacher, dict) or not {"type", "checkpoint", "checkpoint_sha256"} <= teacher.keys() \
+            or "input_size" not in record:
+        raise SrwError(f"{path}: not a precompute run record; choose another --out")
+    return record
 
 
 def check_output_folder(out: Path, run: dict) -> None:
@@ -75,15 +109,27 @@ def check_output_folder(out: Path, run: dict) -> None:
         if any(out.glob("shard-*.tar")):
             raise SrwError(f"{out} holds shards not written by this precompute; choose an empty --out")
         return
-    previous = read_json(run_file)
+    previous = read_run_file(run_file)
     was, now = previous["teacher"], run["teacher"]
     if (was["type"], previous["input_size"]) != (now["type"], run["input_size"]):
         raise SrwError(
             f"{out} holds shards of teacher {was['type']} at input size {previous['input_size']}, "
             f"not {now['type']} at {run['input_size']}; choose another --out"
         )
-    for name, label in (("embedding_dtype", "--dtype"), ("plan_fingerprint", "input, --subset, --limit or --shard-size")):
-        if previous[name] != run[name]:
+    if previous.get("jpeg_quality") != run["jpeg_quality"]:
+        raise SrwError(
+            f"{out} holds shards of an older precompute (embeddings of the pixels before JPEG encoding); "
+            "choose another --out"
+        )
+    held_out_label = "--val-fraction or --val-keys"
+    for name, label in (
+        ("embedding_dtype", "--dtype"),
+        ("input", "input (kind or COCO file)"),
+        ("split", held_out_label),
+        ("held_out", held_out_label),
+        ("plan_fingerprint", f"input, --subset, --limit, --shard-size, {held_out_label}"),
+    ):
+        if previous.get(name) != run[name]:
             raise SrwError(f"{out} was started with another {label}; rerun with the same arguments or a new --out")
     if was["checkpoint_sha256"] != now["checkpoint_sha256"] and now["checkpoint_sha256"] is not None:
         raise SrwError(f"{out} holds embeddings of another {was['type']} checkpoint; choose another --out")

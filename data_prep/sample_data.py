@@ -1,8 +1,10 @@
-"""A small SA-1B-format data set from scikit-image's bundled photos, for demos and tests.
+"""A small data set from scikit-image's bundled photos, for demos and tests, in three layouts.
 
 Each image is a real photo (astronaut, coffee, chelsea, rocket, ...), cropped and scaled
-differently per sample; its masks are the largest Felzenszwalb segments, encoded as
-COCO RLE by pycocotools, in SA-1B's annotation schema. Nothing is downloaded.
+differently per sample; its masks are the largest Felzenszwalb segments. Layouts: SA-1B tars
+(masks as COCO RLE in SA-1B's annotation schema), a plain folder of images in nested folders
+and mixed formats (no annotations), and a COCO instances file with an image folder (masks as
+polygons and as RLE). The same seed gives the same images in every layout. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -18,6 +21,10 @@ from PIL import Image
 from mobilesam_srw.atomic import atomic_path
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "camera", "coins")
+SAMPLE_FORMATS = ("sa1b", "folder", "coco")
+FOLDER_EXTENSIONS = ("jpg", "png", "webp", "tif", "bmp")  # the plain folder cycles through these
+COCO_FILE = "instances.json"
+COCO_IMAGES = "images"
 
 
 def _photo(name: str) -> np.ndarray:
@@ -35,6 +42,15 @@ def _variant(photo: np.ndarray, rng: np.random.Generator, max_side: int) -> np.n
     crop = Image.fromarray(photo[top : top + crop_h, left : left + crop_w])
     scale = min(1.0, max_side / max(crop.size))
     return np.asarray(crop.resize((max(8, round(crop.width * scale)), max(8, round(crop.height * scale)))))
+
+
+def sample_images(num_images: int, seed: int = 0, max_side: int = 512) -> Iterator[tuple[str, np.ndarray]]:
+    """``(photo name, [H, W, 3] uint8)`` of ``num_images`` photo variants, the same for a seed."""
+    rng = np.random.default_rng(seed)
+    photos = {name: _photo(name) for name in PHOTOS}
+    for index in range(num_images):
+        name = PHOTOS[index % len(PHOTOS)]
+        yield name, _variant(photos[name], rng, max_side)
 
 
 def sa1b_annotations(image: np.ndarray, max_masks: int = 5) -> list[dict]:
@@ -98,17 +114,77 @@ def write_sample_sa1b(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    photos = {name: _photo(name) for name in PHOTOS}
+    images = sample_images(num_images, seed, max_side)
     paths = []
     for tar_offset, start in enumerate(range(0, num_images, images_per_tar)):
         path = out / f"sa_{first_tar + tar_offset:06d}.tar"
         with atomic_path(path) as temporary, tarfile.open(temporary, "w") as archive:
             for index in range(start, min(start + images_per_tar, num_images)):
                 image_id = (first_tar + tar_offset) * 100_000 + index + 1
-                image = _variant(photos[PHOTOS[index % len(PHOTOS)]], rng, max_side)
+                _, image = next(images)
                 jpeg, record = sa1b_sample(image, image_id)
                 add_member(archive, f"sa_{image_id}.jpg", jpeg)
                 add_member(archive, f"sa_{image_id}.json", record)
         paths.append(path)
     return paths
+
+
+def _save_image(image: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as temporary:
+        Image.fromarray(image).save(temporary, format=Image.registered_extensions()[path.suffix])
+
+
+def write_sample_folder(out: Path, num_images: int = 8, seed: int = 0, max_side: int = 512) -> list[Path]:
+    """Write a plain image folder, ``<photo>/<photo>_<NNN>.<ext>`` in JPEG, PNG, WebP, TIFF and BMP
+    in turn (no annotations: distillation needs none); returns the image paths."""
+    out = Path(out)
+    paths = []
+    for index, (name, image) in enumerate(sample_images(num_images, seed, max_side)):
+        path = out / name / f"{name}_{index:03d}.{FOLDER_EXTENSIONS[index % len(FOLDER_EXTENSIONS)]}"
+        _save_image(image, path)
+        paths.append(path)
+    return paths
+
+
+def coco_polygons(mask: np.ndarray) -> list[list[float]]:
+    """The outer contours of a binary mask as COCO polygons (``[x0, y0, x1, y1, ...]``, 3+ points)."""
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return [[float(v) for v in contour.reshape(-1)] for contour in contours if len(contour) >= 3]
+
+
+def coco_record(images: list[tuple[str, np.ndarray]]) -> dict:
+    """A COCO instances record for ``(file_name, image)`` pairs: each image's segments, every other
+    one as polygons (COCO's usual form), the rest as compressed RLE."""
+    from pycocotools import mask as mask_utils
+
+    record = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "segment"}]}
+    for image_id, (file_name, image) in enumerate(images, start=1):
+        record["images"].append({"id": image_id, "file_name": file_name,
+                                 "width": image.shape[1], "height": image.shape[0]})
+        for segment in sa1b_annotations(image):
+            rle = {"size": segment["segmentation"]["size"], "counts": segment["segmentation"]["counts"].encode()}
+            polygons = coco_polygons(mask_utils.decode(rle)) if len(record["annotations"]) % 2 == 0 else []
+            record["annotations"].append({
+                "id": len(record["annotations"]) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                "segmentation": polygons or segment["segmentation"], "area": segment["area"],
+                "bbox": segment["bbox"],
+            })
+    return record
+
+
+def write_sample_coco(out: Path, num_images: int = 8, seed: int = 0, max_side: int = 512) -> Path:
+    """Write ``images/<photo>_<NNN>.jpg`` and ``instances.json`` (COCO instance annotations, polygons
+    and RLE) under ``out``; returns the JSON's path (use ``out/images`` as the image root)."""
+    out = Path(out)
+    images = []
+    for index, (name, image) in enumerate(sample_images(num_images, seed, max_side)):
+        file_name = f"{name}_{index:03d}.jpg"
+        _save_image(image, out / COCO_IMAGES / file_name)
+        images.append((file_name, image))
+    path = out / COCO_FILE
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(coco_record(images)))
+    return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,11 +17,14 @@ import torch
 from conftest import precompute_tiny, run_cli
 from segment_anything import SamPredictor
 
+from segment_anything.utils.transforms import ResizeLongestSide
+
 from mobilesam_srw import shards
-from mobilesam_srw.data_prep.sa1b import SampleRef, load_sample
+from mobilesam_srw.data_prep.sa1b import Sa1bRef
+from mobilesam_srw.data_prep.sources import ImageLimits
 from mobilesam_srw.tar_index import FileSpan
 from mobilesam_srw.data_prep.sample_data import add_member, sa1b_sample, write_sample_sa1b
-from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE, file_sha256, load_tiny_teacher
+from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE, file_sha256, image_embeddings, load_tiny_teacher
 from mobilesam_srw.srw import average_similarity
 
 
@@ -39,25 +43,52 @@ def original_images(sa1b: Path) -> dict[str, np.ndarray]:
                     key = name[:-4]
                     spans = [FileSpan(str(tar), names[f"{key}.{ext}"].offset_data, names[f"{key}.{ext}"].size)
                              for ext in ("jpg", "json")]
-                    images[key] = load_sample(SampleRef(key, tar.name, *spans))[0]
+                    images[key] = Sa1bRef(key, tar.name, *spans).load(ImageLimits()).rgb
     return images
 
 
-@pytest.mark.parametrize("dtype,atol", [("fp32", 1e-5), ("fp16", None)])
-def test_embedding_equals_sam_predictor(sample_sa1b, tmp_path, dtype, atol):
+def relative_l2(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_embedding_equals_sam_predictor_on_the_stored_pixels(sample_sa1b, tmp_path, dtype):
+    """The teacher embeds exactly the decoded JPEG the shard stores (which SamPredictor resizes to itself)."""
     precompute_tiny(sample_sa1b, tmp_path, dtype=dtype, limit=3)
     stored = read_all(tmp_path)
     predictor = SamPredictor(load_tiny_teacher(tmp_path / TINY_TEACHER_FILE))
-    for key, image in list(original_images(sample_sa1b).items())[:3]:
-        predictor.set_image(image)
+    originals = original_images(sample_sa1b)
+    assert len(stored) == 3
+    for key, sample in stored.items():
+        predictor.set_image(sample.image)
         reference = predictor.get_image_embedding()[0].numpy()
         if dtype == "fp16":  # equal to the reference rounded to fp16
-            np.testing.assert_allclose(stored[key].embedding, reference.astype(np.float16).astype(np.float32),
+            np.testing.assert_allclose(sample.embedding, reference.astype(np.float16).astype(np.float32),
                                        rtol=1e-3, atol=1e-4)
         else:
-            np.testing.assert_allclose(stored[key].embedding, reference, rtol=0, atol=atol)
-        assert list(stored[key].meta["input_size"]) == list(predictor.input_size)
-        assert list(stored[key].meta["original_size"]) == list(predictor.original_size)
+            np.testing.assert_allclose(sample.embedding, reference, rtol=0, atol=1e-5)
+        assert list(sample.meta["input_size"]) == list(predictor.input_size) == list(sample.image.shape[:2])
+        # the stored image is the original resized as SamPredictor resizes it, through JPEG q90
+        original = originals[key]
+        assert list(sample.meta["original_size"]) == list(original.shape[:2])
+        resized = ResizeLongestSide(256).apply_image(original)
+        assert resized.shape == sample.image.shape
+        assert np.abs(resized.astype(float) - sample.image).mean() < 4
+        if dtype == "fp32":  # JPEG changes the pixels, and the teacher's targets follow the stored ones
+            predictor.set_image(original)
+            before_jpeg = predictor.get_image_embedding()[0].numpy()
+            assert relative_l2(before_jpeg, reference) > 100 * relative_l2(sample.embedding, reference)
+    assert shards.read_manifest(tmp_path)["jpeg_quality"] == shards.JPEG_QUALITY
+
+
+def test_reembedding_a_stored_image_reproduces_its_embedding(tmp_path, sample_sa1b):
+    precompute_tiny(sample_sa1b, tmp_path, dtype="fp32", limit=4)
+    teacher = load_tiny_teacher(tmp_path / TINY_TEACHER_FILE)
+    samples = list(shards.iterate_shards(shards.shard_paths([tmp_path])))
+    assert len(samples) == 4
+    again = image_embeddings(teacher, [sample.image for sample in samples]).numpy()
+    for sample, embedding in zip(samples, again):
+        np.testing.assert_allclose(embedding, sample.embedding, rtol=0, atol=1e-5)
 
 
 def test_shard_contents(tiny_shards, sample_sa1b):
@@ -80,12 +111,20 @@ def test_shard_contents(tiny_shards, sample_sa1b):
 
 
 def write_faulty_tar(path: Path) -> set[str]:
-    """One good sample and one of each fault; returns the good keys."""
+    """One good sample (with two invalid annotations among its valid ones) and one of each fault;
+    returns the good keys."""
     good = np.asarray(write_sample_sa1b.__globals__["_photo"]("coffee"))[:96, :128]
     jpeg, record = sa1b_sample(good, 900001)
+    with_bad_annotations = json.loads(record)
+    with_bad_annotations["annotations"] += [
+        "not an object",
+        {**with_bad_annotations["annotations"][0], "bbox": [100.0, 10.0, 50.0, 20.0]},  # leaves the 128 px wide image
+    ]
+    sliver = np.full((1, 700, 3), 128, np.uint8)  # its short side rounds to 0 px at 256
+    sliver_jpeg, sliver_record = sa1b_sample(sliver, 900006)
     with tarfile.open(path, "w") as archive:
         add_member(archive, "sa_900001.jpg", jpeg)
-        add_member(archive, "sa_900001.json", record)
+        add_member(archive, "sa_900001.json", json.dumps(with_bad_annotations).encode())
         add_member(archive, "sa_900002.jpg", b"\xff\xd8 not a jpeg at all")  # corrupt
         add_member(archive, "sa_900002.json", record.replace(b"900001", b"900002"))
         add_member(archive, "sa_900003.jpg", jpeg[: len(jpeg) // 2])  # truncated
@@ -93,6 +132,10 @@ def write_faulty_tar(path: Path) -> set[str]:
         add_member(archive, "sa_900004.jpg", jpeg)  # missing json
         add_member(archive, "sa_900005.jpg", jpeg)
         add_member(archive, "sa_900005.json", b"{not json")  # malformed
+        add_member(archive, "sa_900006.jpg", sliver_jpeg)
+        add_member(archive, "sa_900006.json", sliver_record)
+        add_member(archive, "sa_900007.jpg", jpeg)
+        add_member(archive, "sa_900007.json", b"[" * 100_000 + b"]" * 100_000)  # RecursionError in json
         add_member(archive, "README.txt", b"stray")  # stray member
     return {"sa_900001"}
 
@@ -113,13 +156,22 @@ def test_faulty_inputs_are_skipped_and_recorded(tmp_path, sample_sa1b):
     assert "corrupt image" in reasons[("sa_900003", "sa_000900.tar")]
     assert reasons[("sa_900004", "sa_000900.tar")] == "missing json"
     assert "malformed json" in reasons[("sa_900005", "sa_000900.tar")]
+    assert "rounds to 0 px" in reasons[("sa_900006", "sa_000900.tar")]
+    assert "RecursionError" in reasons[("sa_900007", "sa_000900.tar")]
     assert "stray member" in reasons[("README.txt", "sa_000900.tar")]
     assert "unreadable tar" in reasons[("", "sa_000901.tar")]
     assert any(source == "sa_000902.tar" for _, source in reasons)
-    written = set(read_all(tmp_path / "out", with_image=False))
-    assert good <= written and not written & {"sa_900002", "sa_900003", "sa_900004", "sa_900005"}
+    written = read_all(tmp_path / "out", with_image=False)
+    assert good <= set(written) and not set(written) & {f"sa_90000{i}" for i in range(2, 8)}
     assert manifest["samples_written"] == len(written)
     assert result.stderr.count("warning: skipped") == len(manifest["skipped"])
+    # the good sample's invalid annotations are dropped and counted, in its record and in the manifest
+    counts = {"not an object": 1, "bbox outside the image": 1}
+    assert written["sa_900001"].meta["annotations_dropped"] == counts
+    assert manifest["annotations_dropped"]["by_sample"] == {"sa_900001": counts}
+    assert manifest["annotations_dropped"]["total"] == 2
+    assert len(written["sa_900001"].meta["annotations"]) == len(json.loads(sa1b_sample(
+        np.asarray(write_sample_sa1b.__globals__["_photo"]("coffee"))[:96, :128], 900001)[1])["annotations"])
 
 
 def test_killed_run_resumes_to_the_same_shards(tmp_path):

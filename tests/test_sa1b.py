@@ -1,15 +1,23 @@
 """SA-1B reading, subset choice, and the sample-data builder."""
 
+import os
+import shutil
 import tarfile
 
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from mobilesam_srw.data_prep import sa1b
 from mobilesam_srw.data_prep.plan import make_plan
-from mobilesam_srw.data_prep.sa1b import discover_sources, load_sample, scan_tar
+from mobilesam_srw.data_prep.sa1b import scan_tar
+from mobilesam_srw.data_prep.sources import ImageLimits
 from mobilesam_srw.data_prep.subset import Subset, choose, parse_subset
 from mobilesam_srw.errors import SrwError
+
+
+def plan_of(paths, subset, **options):
+    return make_plan(sa1b.discover(paths), subset, seed=0, **options)
 
 
 def test_sample_data_is_sa1b_format(sample_sa1b):
@@ -17,11 +25,13 @@ def test_sample_data_is_sa1b_format(sample_sa1b):
     assert [t.name for t in tars] == ["sa_000000.tar", "sa_000001.tar", "sa_000002.tar"]
     refs, skipped = scan_tar(tars[0])
     assert len(refs) == 4 and not skipped
-    image, record = load_sample(refs[0])
+    loaded = refs[0].load(ImageLimits())
+    image = loaded.rgb
     assert image.dtype == np.uint8 and image.shape[2] == 3 and max(image.shape[:2]) <= 256
-    assert record["image"]["file_name"] == f"{refs[0].key}.jpg"
-    assert (record["image"]["height"], record["image"]["width"]) == image.shape[:2]
-    for annotation in record["annotations"]:
+    assert loaded.image["file_name"] == f"{refs[0].key}.jpg"
+    assert (loaded.image["height"], loaded.image["width"]) == image.shape[:2]
+    assert loaded.annotations and not loaded.dropped
+    for annotation in loaded.annotations:
         mask = mask_utils.decode({"size": annotation["segmentation"]["size"],
                                   "counts": annotation["segmentation"]["counts"].encode()})
         assert mask.shape == image.shape[:2] and mask.sum() == annotation["area"] > 0
@@ -32,11 +42,14 @@ def test_sample_data_is_sa1b_format(sample_sa1b):
 def test_extracted_folder_and_mixed_inputs(sample_sa1b, tmp_path):
     with tarfile.open(sample_sa1b / "sa_000001.tar") as archive:
         archive.extractall(tmp_path, filter="data")
-    sources = discover_sources([tmp_path, str(sample_sa1b / "sa_000000.tar")])
-    assert [t.name for t in sources.tars] == ["sa_000000.tar"]
-    assert len(sources.loose) == 4 and not sources.skipped
-    image, _ = load_sample(sources.loose[0])
-    assert image.ndim == 3
+    discovery = sa1b.discover([tmp_path, str(sample_sa1b / "sa_000000.tar")])
+    assert [(u.name, u.granularity) for u in discovery.units if u.granularity == "tar"] == [("sa_000000.tar", "tar")]
+    loose = [u for u in discovery.units if u.granularity == "sample"]
+    assert len(loose) == 4 and not discovery.skipped
+    refs, _ = loose[0].scan()
+    assert refs[0].load(ImageLimits()).rgb.ndim == 3
+    plan = make_plan(discovery, Subset(fraction=1.0), seed=0, shard_size=4)
+    assert len(plan.samples) == 8 and plan.sources == ["sa_000000.tar", str(tmp_path)]
 
 
 def test_parse_subset(tmp_path):
@@ -61,13 +74,41 @@ def test_choose_is_deterministic_and_order_free():
 
 
 def test_plan_limits_and_listed_subset(sample_sa1b, tmp_path):
-    plan = make_plan([sample_sa1b], Subset(fraction=1.0), seed=0, shard_size=5, limit=7)
+    plan = plan_of([sample_sa1b], Subset(fraction=1.0), shard_size=5, limit=7)
     assert len(plan.samples) == 7 and plan.num_shards == 2
     assert [len(plan.shard_samples(i)) for i in range(2)] == [5, 2]
     listed = tmp_path / "list.txt"
     listed.write_text("sa_000002.tar\n")
-    plan = make_plan([sample_sa1b], parse_subset(str(listed)), seed=0, shard_size=4)
+    plan = plan_of([sample_sa1b], parse_subset(str(listed)), shard_size=4)
     assert plan.sources == ["sa_000002.tar"] and len(plan.samples) == 4
     listed.write_text("sa_000009.tar\n")
     with pytest.raises(SrwError, match="not in the input"):
-        make_plan([sample_sa1b], parse_subset(str(listed)), seed=0, shard_size=4)
+        plan_of([sample_sa1b], parse_subset(str(listed)), shard_size=4)
+
+
+def test_loose_folder_skips_non_regular_files_unopened(sample_sa1b, tmp_path):
+    with tarfile.open(sample_sa1b / "sa_000001.tar") as archive:
+        archive.extractall(tmp_path, filter="data")
+    jpgs = sorted(tmp_path.glob("sa_*.jpg"))
+    jpgs[0].unlink()
+    os.mkfifo(jpgs[0])  # opening it for reading would block forever
+    discovery = sa1b.discover([tmp_path])
+    reasons = {(s.key, s.reason) for s in discovery.skipped}
+    assert (jpgs[0].name, "not a regular file (a FIFO)") in reasons
+    assert (jpgs[0].stem, "missing jpg") in reasons
+    assert len(discovery.units) == 3
+
+
+def test_unsafe_and_duplicate_keys_are_skipped(sample_sa1b, tmp_path):
+    long_key = "sa_" + "1" * 130
+    shutil.copy(sample_sa1b / "sa_000000.tar", tmp_path / "sa_000000.tar")
+    with tarfile.open(sample_sa1b / "sa_000000.tar") as archive:
+        archive.extractall(tmp_path / "loose", filter="data")
+    first = sorted((tmp_path / "loose").glob("sa_*.jpg"))[0]
+    first.rename(first.with_name(f"{long_key}.jpg"))
+    first.with_suffix(".json").rename(first.with_name(f"{long_key}.json"))
+    plan = plan_of([tmp_path, tmp_path / "loose"], Subset(fraction=1.0), shard_size=4)
+    reasons = [s.reason for s in plan.skipped]
+    assert reasons.count("duplicate key (already taken from another source)") == 3
+    assert any(s.key.startswith("sa_1111") and "stray member" in s.reason for s in plan.skipped)  # too long a key
+    assert len(plan.samples) == 4 and all(s.source == "sa_000000.tar" for s in plan.samples)
