@@ -101,10 +101,12 @@ class Engine:
         return torch.autocast(self.ctx.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None)
 
     # --- the step ----------------------------------------------------------------------
-    def _objective(self, losses: Losses, sample: torch.Tensor, items: torch.Tensor | None) -> tuple[torch.Tensor, list]:
+    def _objective(self, losses: Losses, sample: torch.Tensor | None,
+                   items: torch.Tensor | None) -> tuple[torch.Tensor, list]:
         """This micro-batch's share of the global objective (Eq. 6 plus plain-mean extras) and its parts."""
-        per_sample = losses.distill if items is None else (losses.distill.float() * items).sum(dim=-1)
-        distill = (sample * per_sample.float()).sum()
+        per_sample = (losses.distill if items is None else losses.distill.float() * items).float()
+        per_sample = per_sample if per_sample.ndim == 1 else per_sample.sum(dim=-1)
+        distill = per_sample.sum() / self.plan.global_batch if sample is None else (sample * per_sample).sum()
         extras = [losses.extra[name].float().sum() / self.plan.global_batch for name in sorted(losses.extra)]
         objective = distill + sum(extras)
         return objective, [objective, distill, *extras]
@@ -164,7 +166,7 @@ class Engine:
         if self.scope == "image":
             return torch.ones(size, device=self.ctx.device), item_weights(target.avesim, self.config.tau, normalizer,
                                                                           target.item_mask)
-        if size < 2:
+        if size < 2 or target.features is None:
             return torch.ones(size, device=self.ctx.device), None
         weights = srw_weights(average_similarity(target.features), self.config.tau, normalizer)
         return weights * size, None

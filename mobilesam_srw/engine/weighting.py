@@ -95,9 +95,10 @@ def _gather(values: torch.Tensor, ctx: DistributedContext) -> tuple[torch.Tensor
 
 @dataclass
 class StepWeights:
-    """Weights of one step: per micro-batch sample weights ``[b]`` and, for ``image`` scope, item weights."""
+    """Weights of one step: per micro-batch sample weights ``[b]`` (None: the plain mean ``1/G``) and, for
+    ``image`` scope, item weights."""
 
-    sample: list[torch.Tensor]
+    sample: list[torch.Tensor | None]
     item: list[torch.Tensor | None]
     stats: GroupStats
 
@@ -120,6 +121,10 @@ def step_weights(targets: list, scope: str, tau: float, normalizer: str, ctx: Di
             items.append(weights)
         sample = [torch.full(w.shape[:1], 1.0 / global_batch, device=device) for w in items]
         return StepWeights(sample, items, stats)
+    if targets[0].features is None:  # a task that distils nothing here (e.g. training a teacher): plain means
+        if normalizer != "uniform":
+            raise ValueError("SRW needs teacher features: the task's targets() gave none")
+        return StepWeights([None] * len(targets), [None] * len(targets), stats)
     if scope == "local":
         sample = []
         for target in targets:

@@ -1,0 +1,70 @@
+"""ImageNet-1K (or any class-folder tree) as ``train/`` and ``val/`` torchvision ImageFolders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import Dataset
+from torchvision import datasets, transforms
+
+from mobilesam_srw.cls.data.items import make_item
+from mobilesam_srw.errors import SrwError
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def imagenet_transform(train: bool) -> transforms.Compose:
+    """The usual 224 px transforms (as mdistiller): training RandomResizedCrop(224) + flip;
+    evaluation Resize(256) + CenterCrop(224); both ToTensor and ImageNet normalisation."""
+    steps = (
+        [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
+        if train
+        else [transforms.Resize(256), transforms.CenterCrop(224)]
+    )
+    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+class ImageFolderItems(Dataset):
+    """A torchvision ImageFolder giving item dicts; ``key`` is the image path relative to the data folder."""
+
+    def __init__(self, folder: datasets.ImageFolder, data_root: Path) -> None:
+        self.folder = folder
+        self.class_names = list(folder.classes)
+        self.keys = [Path(path).relative_to(data_root).as_posix() for path, _ in folder.samples]
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index: int) -> dict:
+        image, label = self.folder[index]
+        return make_item(image, label, index, self.keys[index])
+
+
+def _image_folder(root: Path, split: str, train: bool) -> datasets.ImageFolder:
+    folder = root / split
+    if not folder.is_dir():
+        raise SrwError(f"{root}: no {split}/ folder; --data must hold train/ and val/ class folders")
+    try:
+        return datasets.ImageFolder(str(folder), transform=imagenet_transform(train))
+    except (FileNotFoundError, OSError) as error:
+        raise SrwError(f"{folder}: {str(error).strip().splitlines()[0]}") from None
+
+
+def imagenet_datasets(data_dir: str | Path, train_transform: bool = True):
+    """``(train, val, num_classes)`` from ``data_dir/train`` and ``data_dir/val`` (one sub-folder per class).
+
+    Raises:
+        SrwError: a missing folder, a folder without images, or train and val with different classes.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise SrwError(f"data folder not found: {root}")
+    train = _image_folder(root, "train", train_transform)
+    val = _image_folder(root, "val", False)
+    if train.classes != val.classes:
+        only = sorted(set(train.classes) ^ set(val.classes))
+        raise SrwError(
+            f"{root}: train/ and val/ have different class folders ({len(train.classes)} vs {len(val.classes)}; "
+            f"e.g. {only[0] if only else 'a different order'})"
+        )
+    return ImageFolderItems(train, root), ImageFolderItems(val, root), len(train.classes)

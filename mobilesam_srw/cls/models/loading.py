@@ -1,0 +1,104 @@
+"""Strict loading of classifier weights from a local file (never unpickles code)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from mobilesam_srw.errors import SrwError
+
+# Wrappers that training scripts put around a state dict: mdistiller and RepDistiller save
+# ``{"model": state_dict, ...}``, many others ``{"state_dict": state_dict, ...}``.
+WRAPPER_KEYS = ("model", "state_dict")
+# DataParallel / DistributedDataParallel prefix every key with this.
+PARALLEL_PREFIX = "module."
+
+
+def _first(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def unwrap_state_dict(checkpoint: object, source: str) -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded checkpoint.
+
+    Args:
+        checkpoint: what ``torch.load`` returned: a state dict, or a dict holding one under
+            ``"model"`` or ``"state_dict"``.
+        source: the file name, for messages.
+
+    Returns:
+        The tensors by parameter name, a ``module.`` prefix on every key removed.
+
+    Raises:
+        SrwError: no state dict found.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise SrwError(f"{source}: expected a state dict or a dict holding one, got {type(checkpoint).__name__}")
+    state = checkpoint
+    if not all(isinstance(value, torch.Tensor) for value in state.values()):
+        wrapped = [key for key in WRAPPER_KEYS if isinstance(checkpoint.get(key), Mapping)]
+        if not wrapped:
+            raise SrwError(
+                f"{source}: not a state dict and has no {' or '.join(repr(k) for k in WRAPPER_KEYS)} entry "
+                f"(top-level keys: {_first([str(k) for k in checkpoint])})"
+            )
+        state = checkpoint[wrapped[0]]
+    if not state or not all(isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()):
+        raise SrwError(f"{source}: the state dict is empty or holds entries that are not named tensors")
+    if all(key.startswith(PARALLEL_PREFIX) for key in state):
+        state = {key[len(PARALLEL_PREFIX) :]: value for key, value in state.items()}
+    return dict(state)
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise a one-line SrwError unless ``state`` has exactly the model's keys and shapes."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    model_name = type(model).__name__
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_first(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_first(unexpected)}")
+        raise SrwError(f"{source} does not fit {model_name}: {'; '.join(parts)}")
+    for key, value in expected.items():
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise SrwError(
+                f"{source} does not fit {model_name}: {key} has shape {tuple(state[key].shape)} "
+                f"in the file, {tuple(value.shape)} in the model"
+            )
+
+
+def load_teacher_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load weights from a local file into ``model``, strictly.
+
+    Args:
+        model: a model of the registry (e.g. ``create("resnet32x4", 100)``).
+        path: a ``torch.save`` file holding a state dict, ``{"model": state_dict}`` (mdistiller,
+            RepDistiller) or ``{"state_dict": state_dict}``; read with ``weights_only=True``.
+
+    Returns:
+        ``model``, with the weights loaded (its mode unchanged).
+
+    Raises:
+        SrwError: a missing or unreadable file, or keys / shapes that differ from the model's
+            (the message names the first missing and unexpected keys).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SrwError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a bad or unsafe file
+        message = str(error).strip().splitlines()
+        raise SrwError(f"cannot read checkpoint {path}: {message[0] if message else type(error).__name__}") from None
+    state = unwrap_state_dict(checkpoint, str(path))
+    check_state_dict(model, state, str(path))
+    model.load_state_dict(state, strict=True)
+    return model

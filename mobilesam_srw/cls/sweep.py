@@ -1,0 +1,130 @@
+"""A sweep of classification runs as launch commands: every run an independent, resumable folder.
+
+A sweep is GPU-days, so ``srw-cls sweep`` does not run it: it writes ``commands.txt`` (one
+``srw-cls train`` per run, ``--resume``-safe), ``run_all.sh`` (one after another, or each under
+``torchrun``) and ``sweep.sbatch`` (a SLURM array, one task per line of ``commands.txt``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mobilesam_srw.atomic import atomic_path
+from mobilesam_srw.errors import SrwError
+
+# mdistiller's and RepDistiller's teacher folders: <dir>/<teacher>_vanilla/ckpt_epoch_240.pth
+TEACHER_CHECKPOINT = "{teacher}_vanilla/ckpt_epoch_240.pth"
+
+
+@dataclass
+class Sweep:
+    """The runs of a sweep: every pair x method x (vanilla, +SRW per tau and normalizer) x seed.
+
+    Args:
+        dataset, data: as ``srw-cls train``.
+        pairs: ``teacher:student`` names.
+        teacher_dir: holds ``<teacher>_vanilla/ckpt_epoch_240.pth`` (mdistiller's layout).
+        out: parent folder of the run folders.
+        methods: ``kd``, ``fitnet``, ``dkd``.
+        taus: SRW temperatures (Table 8's sweep when several).
+        normalizers: ``softmax`` (ours), ``reverse`` (Table 7), ``sum`` (Table 9).
+        seeds: seeds per configuration.
+        vanilla: include runs without SRW (the tables' baseline column).
+        gpus: ranks per run (``torchrun --nproc-per-node``); 1 runs ``srw-cls`` directly.
+        extra: further ``srw-cls train`` options for every run.
+    """
+
+    dataset: str
+    data: Path
+    pairs: list[str]
+    teacher_dir: Path
+    out: Path
+    methods: list[str] = field(default_factory=lambda: ["kd", "dkd"])
+    taus: list[float] = field(default_factory=lambda: [0.7])
+    normalizers: list[str] = field(default_factory=lambda: ["softmax"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    vanilla: bool = True
+    gpus: int = 1
+    extra: list[str] = field(default_factory=list)
+
+    def runs(self) -> list[tuple[str, list[str]]]:
+        """(run folder name, ``srw-cls train`` arguments) of every run."""
+        runs = []
+        for pair, method, seed in itertools.product(self.pairs, self.methods, self.seeds):
+            teacher, sep, student = pair.partition(":")
+            if not sep or not teacher or not student:
+                raise SrwError(f"--pairs: expected teacher:student, got {pair!r}")
+            checkpoint = self.teacher_dir / TEACHER_CHECKPOINT.format(teacher=teacher)
+            base = [
+                "--dataset",
+                self.dataset,
+                "--data",
+                str(self.data),
+                "--teacher",
+                teacher,
+                "--student",
+                student,
+                "--teacher-checkpoint",
+                str(checkpoint),
+                "--method",
+                method,
+                "--seed",
+                str(seed),
+                *self.extra,
+            ]
+            variants = [(f"{method}", [])] if self.vanilla else []
+            variants += [
+                (f"{method}_srw_{normalizer}_tau{tau:g}", ["--srw", "--tau", f"{tau:g}", "--normalizer", normalizer])
+                for normalizer, tau in itertools.product(self.normalizers, self.taus)
+            ]
+            for name, options in variants:
+                folder = f"{teacher}_{student}_{name}_seed{seed}"
+                runs.append((folder, [*base, *options, "--out", str(self.out / folder), "--no-progress"]))
+        return runs
+
+    def commands(self) -> list[str]:
+        """One shell command per run; rerunning one resumes it (``--resume`` when its folder has a checkpoint)."""
+        program = (
+            ["torchrun", "--nproc-per-node", str(self.gpus), "-m", "mobilesam_srw.cls", "train"]
+            if self.gpus > 1
+            else ["srw-cls", "train"]
+        )
+        lines = []
+        for folder, arguments in self.runs():
+            command = shlex.join([*program, *arguments])
+            last = shlex.quote(str(self.out / folder / "checkpoints" / "last.pt"))
+            lines.append(f"if [ -f {last} ]; then {command} --resume; else {command}; fi")
+        return lines
+
+
+def write_sweep(sweep: Sweep, folder: Path) -> list[Path]:
+    """``commands.txt``, ``run_all.sh`` and ``sweep.sbatch`` in ``folder``; returns their paths."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SrwError(f"--script-dir {folder} exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    commands = sweep.commands()
+    files = {
+        "commands.txt": "\n".join(commands) + "\n",
+        "run_all.sh": "#!/usr/bin/env bash\n# Every run of the sweep, one after another; rerun to resume.\nset -e\n"
+        + "\n".join(commands)
+        + "\n",
+        "sweep.sbatch": (
+            "#!/usr/bin/env bash\n"
+            f"#SBATCH --array=1-{len(commands)}\n"
+            f"#SBATCH --gres=gpu:{sweep.gpus}\n"
+            "#SBATCH --requeue\n"
+            "# One array task per line of commands.txt; a requeued task resumes its run.\n"
+            f'eval "$(sed -n "${{SLURM_ARRAY_TASK_ID}}p" {shlex.quote(str((folder / "commands.txt").resolve()))})"\n'
+        ),
+    }
+    paths = []
+    for name, text in files.items():
+        with atomic_path(folder / name) as temporary:
+            temporary.write_text(text)
+            temporary.chmod(0o755 if name.endswith("sh") or name.endswith("sbatch") else 0o644)
+        paths.append(folder / name)
+    return paths

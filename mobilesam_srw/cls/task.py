@@ -1,0 +1,109 @@
+"""The classification task on the engine: KD, FitNet or DKD from a frozen teacher, or a teacher's own training.
+
+SRW groups are the samples of the global batch (engine scope ``batch``): Eq. 4 compares the teacher's
+pooled penultimate features (or logits, ``--srw-feature``), Eq. 5 weights each sample's distillation
+term, and cross-entropy stays a plain mean.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mobilesam_srw.cls import models
+from mobilesam_srw.cls.config import ClsTrainConfig
+from mobilesam_srw.cls.data import DATASETS, build_datasets
+from mobilesam_srw.cls.methods import METHODS, Method, MethodSettings, method_settings
+from mobilesam_srw.cls.methods.fitnet import FitNet
+from mobilesam_srw.cls.metrics import topk_correct
+from mobilesam_srw.engine import Losses, Targets, Task
+from mobilesam_srw.engine.optim import uniform_decay_groups
+
+STUDENT_RECORD = "srw-cls student"
+
+
+class ClsTask(Task):
+    """Distil (or, without a method, train) a classifier on CIFAR, ImageNet or scikit-learn's digits."""
+
+    scope = "batch"
+    plain_loss_name = "distill"
+
+    def __init__(self, config: ClsTrainConfig) -> None:
+        super().__init__(config)
+        self.train_set, self.val_set, self.num_classes = build_datasets(
+            config.dataset, config.data, train_transform=config.augment
+        )
+        self.teacher: nn.Module | None = None
+        if config.method is not None:
+            self.teacher = models.create(config.teacher, self.num_classes, config.family)
+            models.load_teacher_checkpoint(self.teacher, config.teacher_checkpoint)
+            self.teacher.eval().requires_grad_(False)
+
+    def train_dataset(self):
+        return self.train_set
+
+    def val_dataset(self):
+        return self.val_set
+
+    def build_student(self) -> nn.Module:
+        config = self.config
+        student = models.create(config.student, self.num_classes, config.family)
+        if config.method is None:
+            return Method(student, MethodSettings())  # cross-entropy only: a teacher of its own
+        settings = method_settings(config.method, config.family, config.teacher, config.student)
+        if config.method == "fitnet":
+            spec = DATASETS[config.dataset]
+            shapes = [models.feature_shapes(m, spec.image_size, spec.in_channels)[settings.hint_layer]
+                      for m in (student, self.teacher)]
+            return FitNet(student, settings, *shapes)
+        return METHODS[config.method](student, settings)
+
+    def to(self, device: torch.device) -> "ClsTask":
+        if self.teacher is not None:
+            self.teacher.to(device)
+        return self
+
+    def param_groups(self, module: nn.Module) -> list[dict]:
+        return uniform_decay_groups(module, self.config.weight_decay)  # mdistiller: decay on every parameter
+
+    def targets(self, batch: dict) -> Targets:
+        if self.teacher is None:
+            return Targets()
+        logits, features = self.teacher(batch["image"])
+        srw_feature = features["pooled_feat"] if self.config.srw_feature == "penultimate" else logits
+        return Targets(features=srw_feature.float(), data=(logits.float(), features))
+
+    def losses(self, model: nn.Module, batch: dict, targets: Targets, epoch: int) -> Losses:
+        method: Method = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        out = model(batch["image"])
+        logits, labels = out[0].float(), batch["label"]
+        ce = F.cross_entropy(logits, labels, reduction="none")
+        metrics = {"top1": topk_correct(logits, labels, 1).float(), "top5": topk_correct(logits, labels, 5).float()}
+        if self.teacher is None:
+            return Losses(distill=torch.zeros_like(ce), extra={"ce": ce}, metrics=metrics)
+        distill = method.distill(out, targets.data, labels, epoch)
+        return Losses(distill=distill, extra={"ce": method.settings.ce_weight * ce}, metrics=metrics)
+
+    def student_record(self, module: Method) -> dict:
+        config = self.config
+        return {
+            "kind": STUDENT_RECORD,
+            "model_name": config.student,
+            "num_classes": self.num_classes,
+            "family": config.family,
+            "dataset": config.dataset,
+            "teacher": config.teacher,
+            "teacher_checkpoint": str(config.teacher_checkpoint) if config.teacher_checkpoint else None,
+            "method": config.method,
+            "srw": config.srw,
+            "srw_feature": config.srw_feature,
+            "model": module.student.state_dict(),
+        }
+
+    def describe(self) -> str:
+        config = self.config
+        if config.method is None:
+            return f"{config.dataset}: train {config.student} with cross-entropy"
+        srw = f" + SRW (tau {config.tau}, {config.normalizer}, {config.srw_feature})" if config.srw else ""
+        return f"{config.dataset}: {config.method.upper()}{srw}, {config.teacher} -> {config.student}"

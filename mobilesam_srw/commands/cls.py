@@ -1,0 +1,127 @@
+"""``srw-cls``: classification distillation (KD, FitNet, DKD, each with and without SRW) on the engine."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mobilesam_srw.commands.config_args import add_config_arguments, config_from_args
+
+DESCRIPTION = ("Distil CIFAR and ImageNet classifiers with KD, FitNet or DKD, with or without Sample-wise "
+               "Re-Weighting (Yu et al., ACCV 2024); mdistiller's models, checkpoints and recipes.")
+
+# Options of the engine that classification sets from its recipe or does not use.
+NOT_FOR_TEACHER = ("teacher", "teacher_checkpoint", "method", "srw", "srw_feature", "tau", "normalizer", "srw_scope")
+
+
+def _add_train(parser: argparse.ArgumentParser) -> None:
+    from mobilesam_srw.cls.config import ClsTrainConfig
+
+    add_config_arguments(parser, ClsTrainConfig)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from mobilesam_srw.cls.config import ClsTrainConfig
+    from mobilesam_srw.cls.train import train
+    from mobilesam_srw.errors import SrwError
+
+    if args.method is None:
+        raise SrwError("--method is required (kd, fitnet or dkd); srw-cls train-teacher trains a teacher")
+    train(config_from_args(ClsTrainConfig, args))
+    return 0
+
+
+def _add_train_teacher(parser: argparse.ArgumentParser) -> None:
+    from mobilesam_srw.cls.config import ClsTrainConfig
+
+    add_config_arguments(parser, ClsTrainConfig, exclude=NOT_FOR_TEACHER)
+
+
+def _run_train_teacher(args: argparse.Namespace) -> int:
+    from mobilesam_srw.cls.config import ClsTrainConfig
+    from mobilesam_srw.cls.train import train
+
+    train(config_from_args(ClsTrainConfig, args, method=None))
+    return 0
+
+
+def _add_eval(parser: argparse.ArgumentParser) -> None:
+    from mobilesam_srw.eval.cls_eval import ClsEvalConfig
+
+    add_config_arguments(parser, ClsEvalConfig)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from mobilesam_srw.eval.cls_eval import ClsEvalConfig, evaluate_classifiers
+
+    evaluate_classifiers(config_from_args(ClsEvalConfig, args))
+    return 0
+
+
+def _add_table(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (globs expanded by the shell)")
+    parser.add_argument("--out", type=Path, help="write the tables to this Markdown file too")
+
+
+def _run_table(args: argparse.Namespace) -> int:
+    from mobilesam_srw.atomic import atomic_path
+    from mobilesam_srw.eval.cls_tables import comparison_tables, read_run
+
+    table = comparison_tables([read_run(run) for run in args.runs])
+    print(table)
+    if args.out is not None:
+        with atomic_path(args.out) as temporary:
+            temporary.write_text(table)
+    return 0
+
+
+def _add_sweep(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="cifar100", help="data set (default cifar100)")
+    parser.add_argument("--data", type=Path, required=True, help="the data folder")
+    parser.add_argument("--pairs", nargs="+", required=True, help="teacher:student pairs, e.g. resnet32x4:resnet8x4")
+    parser.add_argument("--teacher-dir", type=Path, required=True,
+                        help="holds <teacher>_vanilla/ckpt_epoch_240.pth (mdistiller's cifar_teachers layout)")
+    parser.add_argument("--methods", nargs="+", default=["kd", "dkd"], choices=["kd", "fitnet", "dkd"])
+    parser.add_argument("--taus", nargs="+", type=float, default=[0.7], help="SRW temperatures (default 0.7)")
+    parser.add_argument("--normalizers", nargs="+", default=["softmax"], choices=["softmax", "reverse", "sum"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--no-vanilla", action="store_true", help="only +SRW runs")
+    parser.add_argument("--gpus", type=int, default=1, help="ranks per run (torchrun when > 1)")
+    parser.add_argument("--runs-dir", type=Path, required=True, help="parent folder of the run folders")
+    parser.add_argument("--script-dir", type=Path, required=True, help="where commands.txt, run_all.sh, sweep.sbatch go")
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from mobilesam_srw.cls.sweep import Sweep, write_sweep
+
+    sweep = Sweep(args.dataset, args.data, args.pairs, args.teacher_dir, args.runs_dir, args.methods, args.taus,
+                  args.normalizers, args.seeds, not args.no_vanilla, args.gpus)
+    paths = write_sweep(sweep, args.script_dir)
+    print(f"{len(sweep.runs())} runs: {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    return 0
+
+
+def _add_demo(parser: argparse.ArgumentParser) -> None:
+    from mobilesam_srw.commands.cls_demo import ClsDemoConfig
+
+    add_config_arguments(parser, ClsDemoConfig)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from mobilesam_srw.commands.cls_demo import ClsDemoConfig, run_demo
+
+    report = run_demo(config_from_args(ClsDemoConfig, args))
+    print(f"report: {report}", file=sys.stderr)
+    return 0
+
+
+SUBCOMMANDS = {
+    "train-teacher": ("train a teacher with cross-entropy on the data set's recipe", _add_train_teacher,
+                      _run_train_teacher),
+    "train": ("distil a student with KD, FitNet or DKD, --srw to re-weight samples", _add_train, _run_train),
+    "eval": ("top-1/top-5 and Table 4's tail bands of runs, with the Δ between them", _add_eval, _run_eval),
+    "table": ("the paper's Tables 1-3 and 7-9 from a set of runs", _add_table, _run_table),
+    "sweep": ("write a sweep of runs as launch commands (shell, torchrun, SLURM array)", _add_sweep, _run_sweep),
+    "demo": ("KD, KD+SRW, DKD, DKD+SRW over seeds on scikit-learn's digits, with a report", _add_demo, _run_demo),
+}
