@@ -9,7 +9,6 @@ otherwise; it is scored as a row too.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,5 +120,5 @@ def evaluate_classifiers(config: ClsEvalConfig) -> dict:
         write_json(out / "summary.json", summary)
         with atomic_path(out / "table.md") as temporary:
             temporary.write_text(table)
-    print(table, file=sys.stderr)
+    summary["table"] = table
     return summary

@@ -15,10 +15,11 @@ from mobilesam_srw.sam import checkpoint
 from mobilesam_srw.sam.student import build_student
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``srw-sam ARGS`` in a subprocess; returns the completed process (output captured)."""
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
+            program: str = "mobilesam_srw") -> subprocess.CompletedProcess:
+    """``srw-sam ARGS`` (or ``python -m PROGRAM ARGS``) in a subprocess; returns it with its output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "mobilesam_srw", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env
+        [sys.executable, "-m", program, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env
     )
 
 

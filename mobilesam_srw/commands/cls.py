@@ -55,7 +55,7 @@ def _add_eval(parser: argparse.ArgumentParser) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     from mobilesam_srw.eval.cls_eval import ClsEvalConfig, evaluate_classifiers
 
-    evaluate_classifiers(config_from_args(ClsEvalConfig, args))
+    print(evaluate_classifiers(config_from_args(ClsEvalConfig, args))["table"])
     return 0
 
 

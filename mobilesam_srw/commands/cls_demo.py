@@ -24,7 +24,7 @@ CONFIGURATIONS = (("kd", False), ("kd", True), ("dkd", False), ("dkd", True))
 class ClsDemoConfig:
     out: Path = option(Path("cls_demo_out"), help="output folder (runs/, report.md)")
     seeds: int = option(5, minimum=1, help="students per configuration (seeds 0..N-1)")
-    epochs: int = option(30, minimum=1, help="epochs of the teacher and of each student")
+    epochs: int = option(20, minimum=1, help="epochs of the teacher and of each student")
     tau: float = option(0.7, above=0, help="SRW temperature (Eq. 5)")
     progress: bool = option(True, help="no progress bars", flag="--no-progress")
 

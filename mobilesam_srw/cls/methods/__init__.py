@@ -24,7 +24,7 @@ SETTINGS: dict[tuple[str, str], MethodSettings] = {
     ("dkd", "cifar"): MethodSettings(ce_weight=1.0, alpha=1.0, beta=8.0, temperature=4.0, warmup_epochs=20),
     ("dkd", "imagenet"): MethodSettings(ce_weight=1.0, alpha=1.0, beta=0.5, temperature=1.0, warmup_epochs=1),
 }
-# The digits demo (30 epochs, ours): CIFAR's settings, DKD's warmup scaled to 5 epochs.
+# The digits demo (20 epochs, ours): CIFAR's settings, DKD's warmup scaled to 5 epochs.
 SETTINGS.update({(method, "digits"): settings for (method, family), settings in SETTINGS.items() if family == "cifar"})
 SETTINGS[("dkd", "digits")] = replace(SETTINGS[("dkd", "cifar")], warmup_epochs=5)
 

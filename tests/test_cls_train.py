@@ -1,0 +1,165 @@
+"""srw-cls on the engine: every method with and without SRW, teacher training, resume, 2 gloo ranks,
+DKD's warmup, FitNet's connector, eval bands, tables, sweeps and bad input (on scikit-learn's digits)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import run_cli
+from test_precompute import assert_one_line_error
+
+from mobilesam_srw.cls.config import ClsTrainConfig
+from mobilesam_srw.cls.methods import METHODS, MethodSettings, method_settings
+from mobilesam_srw.cls.methods.dkd import DKD
+from mobilesam_srw.cls.methods.fitnet import ConvReg
+from mobilesam_srw.cls.models import create
+from mobilesam_srw.cls.sweep import Sweep, write_sweep
+from mobilesam_srw.cls.train import load_classifier, train
+from mobilesam_srw.engine.checkpoint import load
+from mobilesam_srw.eval.cls_tables import comparison_tables, read_run
+
+COMMON = dict(dataset="digits", workers=0, progress=False, device="cpu", epochs=1)
+TEACHER, STUDENT = "cnn_digits_teacher", "cnn_digits_student"
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("cls") / "teacher"
+    metrics = train(ClsTrainConfig(out=run, student=TEACHER, **{**COMMON, "epochs": 3}))
+    assert metrics["val_top1"] > 0.5  # real digits: a few epochs already learn them
+    return run / "student.pt"
+
+
+def student_config(tmp_path: Path, name: str, teacher_file: Path, **overrides) -> ClsTrainConfig:
+    values = dict(out=tmp_path / name, student=STUDENT, teacher=TEACHER, teacher_checkpoint=teacher_file,
+                  method="kd", **COMMON)
+    values.update(overrides)
+    return ClsTrainConfig(**values)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_with_and_without_srw(tmp_path, teacher_file, method):
+    plain = train(student_config(tmp_path, f"{method}", teacher_file, method=method))
+    srw = train(student_config(tmp_path, f"{method}_srw", teacher_file, method=method, srw=True, tau=0.1))
+    assert plain["srw_tail_weight"] == pytest.approx(0.25) and srw["srw_tail_weight"] > 0.25
+    for metrics in (plain, srw):
+        assert metrics["loss"] == pytest.approx(metrics["distill"] + metrics["ce"], rel=1e-4)
+        assert 0 <= metrics["val_top1"] <= metrics["val_top5"] <= 1
+    model, record = load_classifier(tmp_path / f"{method}_srw")
+    assert record["method"] == method and record["srw"] and isinstance(model, torch.nn.Module)
+
+
+def test_recipes_fill_unset_options():
+    cifar = ClsTrainConfig(out=Path("x"), dataset="cifar100", data=Path("d"), student="ShuffleV1")
+    assert (cifar.lr, cifar.batch_size, cifar.epochs, cifar.weight_decay, cifar.milestones) == (
+        0.01, 64, 240, 5e-4, [150, 180, 210])
+    assert ClsTrainConfig(out=Path("x"), dataset="cifar100", data=Path("d"), student="resnet8x4").lr == 0.05
+    imagenet = ClsTrainConfig(out=Path("x"), dataset="imagenet", data=Path("d"), student="ResNet18", lr=0.1)
+    assert (imagenet.lr, imagenet.batch_size, imagenet.epochs, imagenet.milestones) == (0.1, 512, 100, [30, 60, 90])
+    assert method_settings("dkd", "cifar", "resnet56", "resnet20").beta == 2.0
+    assert method_settings("dkd", "cifar", "resnet32x4", "resnet8x4").beta == 8.0
+    assert method_settings("dkd", "imagenet", "ResNet34", "ResNet18").beta == 0.5
+    kd = method_settings("kd", "cifar", "a", "b")
+    assert (kd.ce_weight, kd.distill_weight, kd.temperature) == (0.1, 0.9, 4.0)
+
+
+def test_dkd_warmup_is_mdistillers_linear_ramp():
+    method = DKD(torch.nn.Identity(), MethodSettings(warmup_epochs=20))
+    assert [method.warmup_factor(epoch) for epoch in (0, 9, 19, 50)] == [1 / 20, 10 / 20, 1.0, 1.0]
+    assert DKD(torch.nn.Identity(), MethodSettings()).warmup_factor(0) == 1.0
+
+
+@pytest.mark.parametrize("student_shape, teacher_shape", [((16, 8, 8), (64, 4, 4)), ((16, 4, 4), (64, 8, 8)),
+                                                          ((16, 8, 8), (64, 8, 8)), ((16, 6, 6), (32, 4, 4))])
+def test_fitnet_connector_fits_the_teachers_hint(student_shape, teacher_shape):
+    out = ConvReg(student_shape, teacher_shape)(torch.randn(2, *student_shape))
+    assert out.shape == (2, *teacher_shape)
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path, teacher_file):
+    train(student_config(tmp_path, "whole", teacher_file, epochs=2, srw=True, augment=False))
+    train(student_config(tmp_path, "parts", teacher_file, epochs=2, srw=True, augment=False, max_steps=25))
+    (tmp_path / "parts" / "student.pt").unlink()
+    train(student_config(tmp_path, "parts", teacher_file, epochs=2, srw=True, augment=False, resume=True))
+    expected, got = load(tmp_path / "whole" / "student.pt")["model"], load(tmp_path / "parts" / "student.pt")["model"]
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, atol=1e-6, rtol=0, msg=name)
+
+
+def test_two_gloo_ranks_match_one_process(tmp_path, teacher_file):
+    common = ["--dataset", "digits", "--student", STUDENT, "--teacher", TEACHER, "--teacher-checkpoint",
+              str(teacher_file), "--method", "dkd", "--srw", "--epochs", "1", "--workers", "0", "--no-augment",
+              "--no-progress", "--device", "cpu", "--max-steps", "6"]
+    # the same micro-batches of 16 (BatchNorm statistics are per micro-batch): 1 process x 4 == 2 ranks x 2
+    single = run_cli("train", *common, "--batch-size", "16", "--grad-accum", "4", "--out", tmp_path / "single",
+                     program="mobilesam_srw.cls")
+    assert single.returncode == 0, single.stderr[-2000:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                            "29593", "-m", "mobilesam_srw.cls", "train", *common, "--batch-size", "16",
+                            "--grad-accum", "2", "--out", str(tmp_path / "ranks")],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    lines = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+             for name in ("single", "ranks")}
+    for a, b in zip(lines["single"], lines["ranks"]):
+        for key in ("loss", "distill", "ce", "srw_weight_max", "srw_tail_weight"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5), key
+    expected, got = load(tmp_path / "single" / "student.pt")["model"], load(tmp_path / "ranks" / "student.pt")["model"]
+    for name, value in expected.items():  # BatchNorm's running statistics are rank 0's under DDP, by design
+        if "running" not in name and "num_batches" not in name:
+            torch.testing.assert_close(got[name], value, atol=1e-5, rtol=0, msg=name)
+
+
+def test_eval_bands_tables_and_the_cli(tmp_path, teacher_file):
+    for name, srw in (("kd", False), ("kd_srw", True)):
+        train(student_config(tmp_path, name, teacher_file, srw=srw, epochs=2))
+    result = run_cli("eval", "--dataset", "digits", "--run", tmp_path / "kd", tmp_path / "kd_srw", "--out",
+                     tmp_path / "report", "--no-progress", "--device", "cpu", program="mobilesam_srw.cls")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert set(summary["results"]) == {"teacher", "kd", "kd_srw"}
+    assert list(summary["results"]["kd"]["bands"]) == ["1-16", "17-32", "33-48", "49-64"]
+    assert sum(summary["results"]["kd"]["band_counts"].values()) == 448  # 7 full batches of 64
+    assert "Δ (kd_srw - kd)" in (tmp_path / "report" / "table.md").read_text()
+    table = comparison_tables([read_run(tmp_path / "kd"), read_run(tmp_path / "kd_srw")])
+    assert f"| {TEACHER} | {STUDENT} | KD |" in table and "| 0.7 |" in table
+
+
+def test_sweep_writes_resumable_launch_commands(tmp_path):
+    sweep = Sweep("cifar100", Path("/data"), ["resnet32x4:resnet8x4"], Path("/teachers"), tmp_path / "runs",
+                  methods=["kd", "dkd"], taus=[0.5, 1.0], seeds=[0, 1], gpus=2)
+    assert len(sweep.runs()) == 2 * 3 * 2  # methods x (vanilla + 2 taus) x seeds
+    paths = write_sweep(sweep, tmp_path / "scripts")
+    commands = (tmp_path / "scripts" / "commands.txt").read_text().splitlines()
+    assert len(commands) == 12 and all("--resume" in c and "torchrun --nproc-per-node 2" in c for c in commands)
+    assert "/teachers/resnet32x4_vanilla/ckpt_epoch_240.pth" in commands[0]
+    assert "#SBATCH --array=1-12" in (tmp_path / "scripts" / "sweep.sbatch").read_text()
+    assert [p.name for p in paths] == ["commands.txt", "run_all.sh", "sweep.sbatch"]
+
+
+def test_bad_input(tmp_path, teacher_file):
+    def cls(*args):
+        return run_cli(*args, program="mobilesam_srw.cls")
+
+    out = tmp_path / "out"
+    base = ["--dataset", "digits", "--student", STUDENT, "--out", out, "--no-progress", "--device", "cpu"]
+    assert_one_line_error(cls("train", *base), "--method is required")
+    assert_one_line_error(cls("train", *base, "--method", "kd"), "needs --teacher and --teacher-checkpoint")
+    assert_one_line_error(cls("train", *base, "--method", "kd", "--teacher", TEACHER, "--teacher-checkpoint",
+                              tmp_path / "missing.pth"), "--teacher-checkpoint not found")
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"model": create("cnn_digits_student", 10, "digits").state_dict()}, wrong)
+    assert_one_line_error(cls("train", *base, "--method", "kd", "--teacher", TEACHER, "--teacher-checkpoint", wrong),
+                          "does not fit")
+    assert_one_line_error(cls("train-teacher", "--dataset", "cifar100", "--student", "resnet8", "--out", out),
+                          "--data is required")
+    assert_one_line_error(cls("train-teacher", *base, "--lr", "nan"), "--lr must be a finite number")
+    assert_one_line_error(cls("eval", "--dataset", "digits", "--run", tmp_path / "nothing"), "checkpoint not found")
+    assert not out.exists()
