@@ -65,6 +65,13 @@ def build_parser(prog: str = "srw-sam", description: str = SAM_DESCRIPTION,
     return parser
 
 
+def one_line(error: SrwError) -> str:
+    """The message of ``error``; one raised in a DataLoader worker arrives wrapped in the worker's traceback,
+    whose last line is ``mobilesam_srw.errors.SrwError: <message>``."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()] or [type(error).__name__]
+    return lines[-1].split(f"{SrwError.__module__}.{SrwError.__name__}: ", 1)[-1]
+
+
 def run_program(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the subcommand; a user error is one line on stderr and exit code 2."""
     args = parser.parse_args(argv)
@@ -74,7 +81,7 @@ def run_program(parser: argparse.ArgumentParser, argv: Sequence[str] | None = No
     try:
         return int(args.command_function(args) or 0)
     except SrwError as error:
-        print(f"{parser.prog} {args.command}: error: {error}", file=sys.stderr)
+        print(f"{parser.prog} {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
     except OSError as error:
         if error.errno not in USER_FIXABLE_ERRNOS:
@@ -97,6 +104,33 @@ def cls_main(argv: Sequence[str] | None = None) -> int:
     from mobilesam_srw.commands.cls import DESCRIPTION, SUBCOMMANDS
 
     return run_program(build_parser("srw-cls", DESCRIPTION, SUBCOMMANDS), argv)
+
+
+CLIP_DESCRIPTION = ("Distil an open_clip image encoder into TinyViT with Sample-wise Re-Weighting (Yu et al., "
+                    "ACCV 2024, Section 4.2), with zero-shot evaluation by the teacher's text tower.")
+
+
+def _clip_subcommands() -> Subcommands:
+    """``srw-clip``'s name -> (one-line help, add_arguments, run). Each ``run`` imports its stage lazily."""
+    from mobilesam_srw.commands import clip_demo, clip_eval, clip_export, clip_precompute, clip_train
+
+    return {
+        "demo": (clip_demo.HELP, clip_demo.add_arguments, clip_demo.run),
+        "precompute": (clip_precompute.HELP, clip_precompute.add_arguments, clip_precompute.run),
+        "train": (clip_train.HELP, clip_train.add_arguments, clip_train.run),
+        "eval": (clip_eval.HELP, clip_eval.add_arguments, clip_eval.run),
+        "export": (clip_export.HELP, clip_export.add_arguments, clip_export.run),
+    }
+
+
+def clip_main(argv: Sequence[str] | None = None) -> int:
+    """``srw-clip`` (needs the ``clip`` extra: open_clip)."""
+    try:
+        import open_clip  # noqa: F401
+    except ImportError:
+        print("srw-clip: error: open_clip is not installed; pip install 'mobilesam-srw[clip]'", file=sys.stderr)
+        return 2
+    return run_program(build_parser("srw-clip", CLIP_DESCRIPTION, _clip_subcommands()), argv)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,15 @@ class DistributedContext:
         if self.is_distributed:
             dist.barrier()
 
+    def agree(self, error: str | None) -> None:
+        """Every rank raises rank 0's setup error (or none does), so no rank waits forever at a barrier."""
+        if self.is_distributed:
+            shared = [error]
+            dist.broadcast_object_list(shared, src=0)
+            error = shared[0]
+        if error:
+            raise SrwError(error)
+
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     """``"auto"`` -> this rank's GPU when CUDA is available, else the CPU; else the named device."""

@@ -87,6 +87,8 @@ def decode_embedding(fields: dict[str, bytes], as_float32: bool = True) -> np.nd
     """The ``[C, H, W]`` embedding of a sample's fields: float32, or with ``as_float32=False``
     fp16 storage stays float16 (loaders convert on the device; int8 is always dequantised)."""
     stored = load_npy(fields[EMBEDDING_FIELD])
+    if stored.dtype.kind not in "fi" or stored.ndim not in (1, 3):
+        raise ValueError(f"embedding: a {stored.ndim}-d {stored.dtype} array is not a stored embedding")
     if stored.dtype == np.int8:
         return dequantize_int8(stored, load_npy(fields[SCALE_FIELD]))
     return stored.astype(np.float32, copy=False) if as_float32 else stored
@@ -144,6 +146,8 @@ def encode_image(rgb: np.ndarray) -> bytes:
 
 def decode_sample(raw: dict, with_image: bool = True, as_float32: bool = True) -> ShardSample:
     """Decode a raw WebDataset sample (field -> bytes); unknown fields are ignored, never unpickled."""
+    if not is_safe_key(raw["__key__"]):
+        raise ValueError(f"key: {raw['__key__'][:80]!r} is not a safe sample key ({KEY_PATTERN.pattern})")
     return ShardSample(
         key=raw["__key__"],
         image=decode_image(raw[IMAGE_FIELD]) if with_image else np.empty((0, 0, 3), np.uint8),
@@ -249,7 +253,19 @@ def sample_count(paths: list[str]) -> int | None:
 
 
 def read_indexed(spans: dict, with_image: bool = True, as_float32: bool = True) -> ShardSample:
-    """Decode one sample of :func:`index_shards` (reads only its own members)."""
-    raw = {"__key__": spans["__key__"]}
-    raw.update({field: span.read() for field, span in spans.items() if field != "__key__"})
-    return decode_sample(raw, with_image=with_image, as_float32=as_float32)
+    """Decode one sample of :func:`index_shards` (reads only its own members).
+
+    Anything wrong with it (a truncated member, a bad JPEG, JSON or array, an unsafe key) is one
+    :class:`~mobilesam_srw.errors.SrwError` line naming the shard and the sample.
+    """
+    from mobilesam_srw.errors import SrwError
+
+    key = spans["__key__"]
+    where = next((span.path for name, span in spans.items() if name != "__key__"), "?")
+    try:
+        raw = {"__key__": key}
+        raw.update({field: span.read() for field, span in spans.items() if field != "__key__"})
+        return decode_sample(raw, with_image=with_image, as_float32=as_float32)
+    except (ValueError, KeyError, TypeError, OSError, RecursionError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise SrwError(f"shard {where}: sample {key[:80]!r}: {reason}") from None

@@ -186,3 +186,17 @@ def test_nan_loss_names_step_and_samples(tmp_path):
 
     with pytest.raises(SrwError, match=r"loss is nan at step 1; samples: toy_"):
         fit(Broken(toy(tmp_path, "nan")))
+
+
+def test_one_writer_per_run_folder(tmp_path):
+    from mobilesam_srw.lock import output_lock
+
+    with output_lock(tmp_path / "busy"):
+        with pytest.raises(SrwError, match=r"in use by another srw job \(pid \d+\)"):
+            fit(ToyTask(toy(tmp_path, "busy")))
+        with pytest.raises(SrwError, match="in use"):
+            with output_lock(tmp_path / "busy"):
+                pass
+    assert not (tmp_path / "busy" / "student.pt").exists()
+    fit(ToyTask(toy(tmp_path, "busy", epochs=1)))  # released: the run goes ahead
+    assert (tmp_path / "busy" / "student.pt").is_file()

@@ -26,6 +26,7 @@ from mobilesam_srw.engine.engine import Engine
 from mobilesam_srw.engine.run_log import RunLogger
 from mobilesam_srw.engine.task import Task
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.lock import output_lock
 
 CONFIG_FILE = "config.json"
 
@@ -39,7 +40,7 @@ def _json_value(value):
 
 
 def _start(engine: Engine) -> None:
-    """Resume, or refuse to overwrite a run; rank 0 records the configuration."""
+    """Resume, or refuse to overwrite a run; rank 0 records the configuration (under the folder's lock)."""
     config = engine.config
     last = config.out / checkpoint.CHECKPOINT_DIR / checkpoint.LAST_CHECKPOINT
     if config.resume:
@@ -47,7 +48,6 @@ def _start(engine: Engine) -> None:
     elif last.exists() or (config.out / checkpoint.STUDENT_FILE).exists():
         raise SrwError(f"{config.out} already holds a run; pass --resume to continue it, or choose another --out")
     if engine.ctx.is_main:
-        config.out.mkdir(parents=True, exist_ok=True)
         checkpoint.clean_checkpoint_folder(config.out)
         write_json(config.out / CONFIG_FILE, {k: _json_value(v) for k, v in asdict(config).items()})
 
@@ -60,44 +60,51 @@ def fit(task: Task) -> dict:
     with distributed_context(config.device) as ctx:
         engine = Engine(task, ctx)
         validation = task.val_dataset()
-        _start(engine)
-        ctx.barrier()
-        last_step = min(engine.total_steps, config.max_steps or engine.total_steps)
-        logger = RunLogger(config.out, start_step=engine.step, enabled=ctx.is_main)
-        if ctx.is_main:
-            print(f"train: {task.describe()}; {len(engine.dataset)} samples, global batch {engine.plan.global_batch} "
-                  f"({config.batch_size} x {ctx.world_size} ranks x {config.grad_accum} accum), "
-                  f"{engine.plan.steps_per_epoch} steps/epoch, {last_step} steps, on {ctx.device}", file=sys.stderr)
-        bar = tqdm(total=last_step, initial=engine.step, unit="step", desc="train",
-                   disable=not (config.progress and ctx.is_main))
-        metrics, held_out = {}, {}
-        try:
-            steps_per_epoch = engine.plan.steps_per_epoch
-            while engine.step < last_step:
-                epoch, start = divmod(engine.step, steps_per_epoch)
-                batches = iter(engine.loader(epoch, start))
-                epoch_end = (epoch + 1) * steps_per_epoch
-                while engine.step < min(epoch_end, last_step):
-                    metrics = engine.train_step(batches)
-                    logger.log(engine.step, metrics)
-                    bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{metrics['lr']:.2e}",
-                                    samples_s=f"{metrics['samples_per_s']:.1f}")
-                    bar.update(1)
-                    if engine.step % config.save_every == 0:
-                        engine.save(checkpoint.LAST_CHECKPOINT)
-                if engine.step == epoch_end:
-                    engine.save(checkpoint.LAST_CHECKPOINT, f"epoch_{epoch + 1:03d}.pt")
-                    if validation is not None:
-                        held_out = engine.validate(validation)
-                        logger.log(engine.step, held_out, prefix="val")
-        finally:
-            bar.close()
-            logger.close()
-        engine.save(checkpoint.LAST_CHECKPOINT)
-        if ctx.is_main:
-            checkpoint.save(config.out / checkpoint.STUDENT_FILE,
-                            {**task.student_record(engine.module), "steps": engine.step, "tau": config.tau,
-                             "normalizer": config.weight_normalizer})
-            print(f"train: {engine.step} steps done; student: {config.out / checkpoint.STUDENT_FILE}", file=sys.stderr)
-        ctx.barrier()
-        return {**metrics, **{f"val_{k}": v for k, v in held_out.items()}}
+        with output_lock(config.out, ctx):
+            _start(engine)
+            return _train(engine, validation)
+
+
+def _train(engine: Engine, validation) -> dict:
+    """The epoch loop of a started run; returns the last step's metrics and the last validation."""
+    task, config, ctx = engine.task, engine.config, engine.ctx
+    ctx.barrier()
+    last_step = min(engine.total_steps, config.max_steps or engine.total_steps)
+    logger = RunLogger(config.out, start_step=engine.step, enabled=ctx.is_main)
+    if ctx.is_main:
+        print(f"train: {task.describe()}; {len(engine.dataset)} samples, global batch {engine.plan.global_batch} "
+              f"({config.batch_size} x {ctx.world_size} ranks x {config.grad_accum} accum), "
+              f"{engine.plan.steps_per_epoch} steps/epoch, {last_step} steps, on {ctx.device}", file=sys.stderr)
+    bar = tqdm(total=last_step, initial=engine.step, unit="step", desc="train",
+               disable=not (config.progress and ctx.is_main))
+    metrics, held_out = {}, {}
+    try:
+        steps_per_epoch = engine.plan.steps_per_epoch
+        while engine.step < last_step:
+            epoch, start = divmod(engine.step, steps_per_epoch)
+            batches = iter(engine.loader(epoch, start))
+            epoch_end = (epoch + 1) * steps_per_epoch
+            while engine.step < min(epoch_end, last_step):
+                metrics = engine.train_step(batches)
+                logger.log(engine.step, metrics)
+                bar.set_postfix(loss=f"{metrics['loss']:.4g}", lr=f"{metrics['lr']:.2e}",
+                                samples_s=f"{metrics['samples_per_s']:.1f}")
+                bar.update(1)
+                if engine.step % config.save_every == 0:
+                    engine.save(checkpoint.LAST_CHECKPOINT)
+            if engine.step == epoch_end:
+                engine.save(checkpoint.LAST_CHECKPOINT, f"epoch_{epoch + 1:03d}.pt")
+                if validation is not None:
+                    held_out = engine.validate(validation)
+                    logger.log(engine.step, held_out, prefix="val")
+    finally:
+        bar.close()
+        logger.close()
+    engine.save(checkpoint.LAST_CHECKPOINT)
+    if ctx.is_main:
+        checkpoint.save(config.out / checkpoint.STUDENT_FILE,
+                        {**task.student_record(engine.module), "steps": engine.step, "tau": config.tau,
+                         "normalizer": config.weight_normalizer})
+        print(f"train: {engine.step} steps done; student: {config.out / checkpoint.STUDENT_FILE}", file=sys.stderr)
+    ctx.barrier()
+    return {**metrics, **{f"val_{k}": v for k, v in held_out.items()}}
