@@ -103,3 +103,18 @@ def test_missing_avesim_is_computed_from_the_embedding(tmp_path):
     expected = average_similarity(torch.from_numpy(embedding).flatten(1).T)
     torch.testing.assert_close(item["avesim"], expected)
     assert item["image"].shape == (3, 64, 64) and item["size"].tolist() == [64, 48]
+
+
+def test_no_weight_decay_on_norms_biases_and_attention_biases():
+    from mobilesam_srw.engine.optim import decay_groups
+    from mobilesam_srw.sam.student import build_student
+
+    student = build_student("tinyvit-micro", 256)
+    names = {id(p): n for n, p in student.named_parameters()}
+    groups = decay_groups(student, 0.01)
+    decayed = {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    exempt = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert decayed | exempt == set(names.values()) and not decayed & exempt
+    assert any("attention_biases" in n for n in exempt) and not any("attention_biases" in n for n in decayed)
+    assert all(not n.endswith(".bias") and student.get_parameter(n).ndim > 1 for n in decayed)
+    assert any(n.endswith("qkv.weight") for n in decayed)

@@ -46,7 +46,11 @@ class ClsTask(Task):
     def val_dataset(self):
         return self.val_set
 
-    def build_student(self) -> nn.Module:
+    def build_student(self) -> Method:
+        self.method = self._build_method()  # kept: losses() call its distill() (model may be wrapped)
+        return self.method
+
+    def _build_method(self) -> Method:
         config = self.config
         student = models.create(config.student, self.num_classes, config.family)
         if config.method is None:
@@ -75,7 +79,7 @@ class ClsTask(Task):
         return Targets(features=srw_feature.float(), data=(logits.float(), features))
 
     def losses(self, model: nn.Module, batch: dict, targets: Targets, epoch: int) -> Losses:
-        method: Method = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        method = self.method
         out = model(batch["image"])
         logits, labels = out[0].float(), batch["label"]
         ce = F.cross_entropy(logits, labels, reduction="none")

@@ -57,6 +57,7 @@ class EngineConfig:
     lr_decay: float = option(0.1, help="step schedule: lr factor at each milestone", above=0)
     amp: str = option("auto", choices=AMP_MODES,
                       help="mixed precision: auto = bf16 on GPUs that support it, off on CPU; fp16 uses a grad scaler")
+    compile: bool = option(False, help="torch.compile the student's forward (GPUs; the first steps compile)")
     resume: bool = option(False, help="continue the run in --out from its last checkpoint")
     seed: int = option(0, help="seeds initialisation and the data order")
     workers: int = option(factory=default_workers, help="data loading processes per rank (default min(4, cores))",

@@ -60,6 +60,8 @@ class Engine:
         self.module.to(ctx.device)
         self.model = (DistributedDataParallel(self.module, device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
                       if ctx.is_distributed else self.module)
+        if config.compile:  # checkpoints keep using self.module: its state dict has no compile prefix
+            self.model = torch.compile(self.model)
         self.optimizer = build_optimizer(config, task.param_groups(self.module))
         self.scheduler = build_scheduler(config, self.optimizer, self.plan.steps_per_epoch, self.total_steps)
         self.amp = amp_dtype(config.amp, ctx.device)
