@@ -172,20 +172,43 @@ def shard_paths(patterns: Iterable[str | Path]) -> list[str]:
 
 
 def iterate_shards(paths: Iterable[str], with_image: bool = True):
-    """Decoded :class:`ShardSample` of the shards in order, read with WebDataset, one process."""
+    """Decoded :class:`ShardSample` of the shards in order, read with WebDataset, one process.
+
+    A sample or shard that cannot be read is one :class:`~mobilesam_srw.errors.SrwError` line naming it.
+    """
     import webdataset as wds
 
-    pipeline = wds.DataPipeline(
-        wds.SimpleShardList(list(paths)),
-        wds.tarfile_to_samples(),
-    )
-    for raw in pipeline:
-        yield decode_sample(raw, with_image=with_image)
+    from mobilesam_srw.errors import SrwError
+
+    paths = list(paths)
+    pipeline = wds.DataPipeline(wds.SimpleShardList(paths), wds.tarfile_to_samples())
+    try:
+        for raw in pipeline:
+            try:
+                yield decode_sample(raw, with_image=with_image)
+            except (ValueError, KeyError, TypeError, RecursionError) as error:
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                raise SrwError(f"shard {raw.get('__url__', '?')}: sample {str(raw.get('__key__'))[:80]!r}: "
+                               f"{reason}") from None
+    except (OSError, EOFError, ValueError) as error:  # webdataset's tar reading
+        raise SrwError(f"cannot read shards {', '.join(map(str, paths))[:300]}: "
+                       f"{(str(error).strip().splitlines() or [type(error).__name__])[0]}") from None
 
 
 def read_manifest(folder: Path) -> dict | None:
+    """The folder's ``manifest.json`` (None when it has none); a malformed one is one line naming it."""
+    from mobilesam_srw.errors import SrwError
+
     path = Path(folder) / MANIFEST_NAME
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise SrwError(f"{path} is not a readable manifest: {str(error).splitlines()[0][:200]}") from None
+    if not isinstance(manifest, dict):
+        raise SrwError(f"{path} is not a manifest (a JSON object)")
+    return manifest
 
 
 # --- shard folders: finding shards, indexing members, their embedding shape ---------------------
@@ -221,6 +244,8 @@ def index_shards(paths: Iterable[str]) -> list[dict]:
             key, _, field = name.partition(".")
             by_key.setdefault(key, {})[field] = span
         for key, fields in by_key.items():
+            if not is_safe_key(key):
+                raise SrwError(f"shard {path}: {key[:80]!r} is not a safe sample key ({KEY_PATTERN.pattern})")
             if missing := [f for f in REQUIRED_FIELDS if f not in fields]:
                 raise SrwError(f"shard {path}: sample {key} has no {', '.join(missing)} (not a precompute shard?)")
             samples.append({"__key__": key, **fields})

@@ -23,6 +23,26 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
     )
 
 
+def run_in_process(*args: str, program: str = "srw-sam") -> subprocess.CompletedProcess:
+    """The CLI run in this process (no interpreter start-up): its exit code and what it printed.
+
+    For checks of argument and input handling; commands that train or spawn ranks use :func:`run_cli`.
+    """
+    import contextlib
+    import io
+
+    from mobilesam_srw import cli
+
+    main = {"srw-sam": cli.main, "srw-cls": cli.cls_main}[program]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exit_:  # argparse's usage errors
+            code = exit_.code
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="session")
 def sample_sa1b(tmp_path_factory) -> Path:
     """12 photo variants in three SA-1B tars of 4, longest side 256 px."""
