@@ -6,7 +6,7 @@ needs, in DataLoader workers) and a *teacher hook* (``encode_batch``: prepared i
 This module owns what is shared: which shards this rank writes (shard ``i`` goes to rank
 ``i % world_size``; a complete shard is never redone, so a killed run resumes), the loop that batches
 prepared items through the teacher and writes each shard as soon as its last planned sample is encoded
-or skipped, the setup that makes every rank fail alike, and the merged manifest.
+or skipped, and the merged manifest.
 
 Prepared items are dicts with ``shard`` (its index), ``key`` and ``source``, and either ``skip`` (the
 reason it is left out) or whatever ``encode_batch`` reads; an optional ``annotations_dropped`` (reason ->
@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -28,7 +27,6 @@ from mobilesam_srw.data_prep import writer
 from mobilesam_srw.data_prep.plan import Plan
 from mobilesam_srw.data_prep.sources import SampleRef
 from mobilesam_srw.distributed import DistributedContext
-from mobilesam_srw.errors import SrwError
 
 EncodeBatch = Callable[[list[dict]], list[dict]]
 
@@ -39,13 +37,8 @@ def warn(message: str) -> None:
 
 
 def agree(ctx: DistributedContext, error: str | None) -> None:
-    """Every rank raises rank 0's setup error (or none does), so no rank waits forever at a barrier."""
-    if ctx.is_distributed:
-        shared = [error]
-        torch.distributed.broadcast_object_list(shared, src=0)
-        error = shared[0]
-    if error:
-        raise SrwError(error)
+    """:meth:`DistributedContext.agree`: every rank raises rank 0's setup error (or none does)."""
+    ctx.agree(error)
 
 
 def pending_shards(out: Path, plan: Plan, ctx: DistributedContext) -> list[int]:
