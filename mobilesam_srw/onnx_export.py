@@ -76,17 +76,21 @@ def export_onnx(
         # The TorchScript exporter is deprecated in favour of the dynamo one (see the module docstring).
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-        torch.onnx.export(
-            module.eval(),
-            tuple(example_inputs.values()),
-            str(temporary),
-            dynamo=False,
-            input_names=list(example_inputs),
-            output_names=output_names,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamic_axes=dynamic_axes or {},
-        )
+        try:
+            torch.onnx.export(
+                module.eval(),
+                tuple(example_inputs.values()),
+                str(temporary),
+                dynamo=False,
+                input_names=list(example_inputs),
+                output_names=output_names,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamic_axes=dynamic_axes or {},
+            )
+        except torch.onnx.errors.OnnxExporterError as error:  # e.g. an operator ONNX has no form for
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise SrwError(f"{type(module).__name__} cannot be exported to ONNX: {reason}") from None
         onnx.checker.check_model(str(temporary), full_check=True)
     return path
 

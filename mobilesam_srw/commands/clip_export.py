@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobilesam_srw.commands.config_args import add_config_arguments, config_from_args
+from mobilesam_srw.errors import SrwError
 from mobilesam_srw.options import option
 
 HELP = "write a trained student as an open_clip model (student image tower, the teacher's text tower)"
@@ -21,6 +22,29 @@ class ClipExportConfig:
     out: Path = option(help="export folder; load it with open_clip.create_model_and_transforms('local-dir:<out>')")
     teacher_checkpoint: Path | None = option(None, help="the teacher's checkpoint (default: the path its precompute "
                                                         "recorded)")
+    format: str = option("open_clip", choices=("open_clip", "onnx"),
+                         help="open_clip: a local-dir: model; onnx: the student image tower alone, as <out>/image_encoder.onnx")
+    opset: int = option(17, minimum=17, help="ONNX opset (--format onnx)")
+
+
+ONNX_FILE = "image_encoder.onnx"
+
+
+def export_onnx_run(config: ClipExportConfig) -> Path:
+    """The student image tower as ONNX: normalised ``[batch, 3, S, S]`` pixels in (the teacher's
+    preprocessing), the ``[batch, D]`` image embedding out (unnormalised, as ``encode_image``)."""
+    from mobilesam_srw.clip.checkpoint import load_clip_student
+    from mobilesam_srw.onnx_export import check_opset, export_image_encoder_onnx, require_onnx
+
+    require_onnx("onnx", "onnxruntime")
+    check_opset(config.opset)
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise SrwError(f"--out {out} exists and is not a folder")
+    student, record = load_clip_student(config.run)
+    out.mkdir(parents=True, exist_ok=True)
+    return export_image_encoder_onnx(student, tuple(record["image_size"]), out / ONNX_FILE, config.opset,
+                                     output_name="image_embeds")
 
 
 def export_run(config: ClipExportConfig) -> Path:
@@ -40,7 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = export_run(config_from_args(ClipExportConfig, args))
+    config = config_from_args(ClipExportConfig, args)
+    if config.format == "onnx":
+        print(f"wrote {export_onnx_run(config)}", file=sys.stderr)
+        return 0
+    out = export_run(config)
     print(f"wrote {out} (open_clip.create_model_and_transforms('local-dir:{out}'); "
           f"open_clip.get_tokenizer('local-dir:{out}'))", file=sys.stderr)
     return 0
