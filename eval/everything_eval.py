@@ -3,8 +3,9 @@
 Teacher and student masks are matched one to one by IoU (Hungarian). Reported: the mIoU of
 matched pairs, and the recall of teacher masks (matched at IoU >= 0.5) by size — Figure 3's
 claim that SRW "recalls more small targets", measured. Sizes follow COCO's thresholds at the
-encoder's working resolution: a mask's area is scaled to the 1024-px (input-size) image,
-then small < 32^2 <= medium < 96^2 <= large.
+teacher's working resolution: a mask's area is scaled to the teacher's input frame (1024 px for
+SAM, 256 px for LiteMedSAM, whose box-only training makes this mode a poor fit anyway), then
+small < 32^2 <= medium < 96^2 <= large.
 """
 
 from __future__ import annotations

@@ -33,17 +33,36 @@ def paired_iou(
     return mask_iou(teacher_masks[rows, teacher_index], student_masks[rows, student_index])[:, None]
 
 
-def prompt_quartiles(points_input: np.ndarray, avesim: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+def image_patch_quartiles(avesim: np.ndarray, input_size: tuple[int, int], patch_size: int = PATCH_SIZE
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """The quartile edges of the avesim of the patches that hold image pixels, and which patches those are.
+
+    Args:
+        avesim: ``[H, W]`` per-patch average similarity of the image.
+        input_size: resized ``(h, w)`` in the teacher's input frame.
+        patch_size: the teacher's input pixels per patch on a side (SAM: 16, LiteMedSAM: 4).
+
+    Returns:
+        ``[3]`` edges (25, 50, 75 %) and an ``[H, W]`` bool mask of the image's patches.
+    """
+    rows = min(avesim.shape[0], -(-input_size[0] // patch_size))
+    cols = min(avesim.shape[1], -(-input_size[1] // patch_size))
+    inside = np.zeros(avesim.shape, dtype=bool)
+    inside[:rows, :cols] = True
+    return np.quantile(avesim[inside], [0.25, 0.5, 0.75]), inside
+
+
+def prompt_quartiles(points_input: np.ndarray, avesim: np.ndarray, input_size: tuple[int, int],
+                     patch_size: int = PATCH_SIZE) -> np.ndarray:
     """Quartile (0 = lowest avesim, the tail; 3 = highest) of the teacher patch under each prompt.
 
     Args:
         points_input: ``[N, 2]`` prompt ``(x, y)`` in the resized input frame.
         avesim: ``[H, W]`` per-patch average similarity of the image.
         input_size: resized ``(h, w)``; quartile edges use the patches that hold image pixels.
+        patch_size: the teacher's input pixels per patch on a side (SAM: 16, LiteMedSAM: 4).
     """
-    rows = min(avesim.shape[0], -(-input_size[0] // PATCH_SIZE))
-    cols = min(avesim.shape[1], -(-input_size[1] // PATCH_SIZE))
-    edges = np.quantile(avesim[:rows, :cols], [0.25, 0.5, 0.75])
-    patch_y = np.clip((points_input[:, 1] // PATCH_SIZE).astype(int), 0, avesim.shape[0] - 1)
-    patch_x = np.clip((points_input[:, 0] // PATCH_SIZE).astype(int), 0, avesim.shape[1] - 1)
+    edges, _ = image_patch_quartiles(avesim, input_size, patch_size)
+    patch_y = np.clip((points_input[:, 1] // patch_size).astype(int), 0, avesim.shape[0] - 1)
+    patch_x = np.clip((points_input[:, 0] // patch_size).astype(int), 0, avesim.shape[1] - 1)
     return np.searchsorted(edges, avesim[patch_y, patch_x], side="right")

@@ -80,7 +80,8 @@ def write_report(out: Path, summary: dict, rows: list[dict], table: str) -> None
     out.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(field for row in rows for field in row))  # every row's, in first-seen order
+        writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
     with atomic_path(out / PER_IMAGE_FILE) as temporary:

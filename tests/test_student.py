@@ -113,3 +113,64 @@ def test_same_weights_give_mobilesam_embedding(tmp_path):
     load_mobilesam_into(imported, reference["theirs_state"])
     with torch.no_grad():
         torch.testing.assert_close(imported(x), reference["from_theirs"], atol=1e-4, rtol=0)
+
+
+# ---------------------------------------------------------------- output strides (a teacher's grid from any input size)
+
+
+@pytest.mark.parametrize("name", ["tinyvit-micro", "timm:resnet18"])
+@pytest.mark.parametrize("stride", [4, 8])
+def test_output_stride(name, stride):
+    """A stride-s student gives an S/s grid from its own features, neither pooled nor upsampled."""
+    student = build_student(name, 128, stride).eval()
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        features = student.backbone(x)
+        out = student(x)
+    assert out.shape == (2, 256, 128 // stride, 128 // stride) == (2, *student.embedding_shape)
+    assert features.shape[-2:] == (128 // stride, 128 // stride) and student.grid == 128 // stride
+    if name.startswith("timm:"):  # resnet18: layer at the stride (64 or 128 ch) + layer3 (256 ch, stride 16) upsampled
+        assert features.shape[1] == {4: 64, 8: 128}[stride] + 256
+
+
+def test_stride_and_size_errors():
+    from mobilesam_srw.sam.student import student_stride
+
+    assert student_stride(256, 64) == 4 and student_stride(1024, 64) == 16
+    with pytest.raises(SrwError, match="not a multiple of 60"):
+        student_stride(256, 60)
+    with pytest.raises(SrwError, match="output stride 4, 8, 16, not 2"):
+        build_student("tinyvit-micro", 256, 2)
+    with pytest.raises(SrwError, match="multiple of its stride 16"):
+        build_student("tinyvit-micro", 100)
+
+
+def test_student_file_keeps_its_stride(tmp_path):
+    from mobilesam_srw.sam import checkpoint
+
+    torch.manual_seed(0)
+    student = build_student("tinyvit-micro", 128, 4).eval()
+    checkpoint.save(tmp_path / "student.pt", checkpoint.student_record(student))
+    loaded, record = checkpoint.load_student(tmp_path / "student.pt")
+    assert record["stride"] == loaded.stride == 4 and loaded.embedding_shape == (256, 32, 32)
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), student(x))
+    old = checkpoint.student_record(build_student("tinyvit-micro", 128))
+    del old["stride"]  # a student file written before strides: SAM's 16
+    checkpoint.save(tmp_path / "old.pt", old)
+    assert checkpoint.load_student(tmp_path / "old.pt")[0].stride == 16
+
+
+def test_match_output_statistics_sets_the_output_scale():
+    from mobilesam_srw.sam.student import match_output_statistics
+
+    student = build_student("tinyvit-micro", 64, 4).eval()
+    mean, std = torch.linspace(-0.5, 0.5, 256), torch.full((256,), 0.1)
+    match_output_statistics(student, mean, std)
+    with torch.no_grad():
+        out = student(torch.randn(1, 3, 64, 64))
+    centred = out - mean.view(1, 256, 1, 1)
+    # LayerNorm2d gives unit variance over the channels at each position: scaled by std, shifted by mean
+    torch.testing.assert_close(centred.std(dim=1, unbiased=False), torch.full((1, 16, 16), 0.1), atol=1e-3, rtol=0)
+    torch.testing.assert_close(centred.mean(dim=1), torch.zeros(1, 16, 16), atol=1e-5, rtol=0)

@@ -176,3 +176,81 @@ def test_export_loads_in_mobilesam_with_the_same_masks(tmp_path, tiny_shards):
     assert (masks != expected["masks"]).mean() < 1e-4
     bad = run_cli("export", "--run", tmp_path / "nothing", "--sam-checkpoint", teacher_file, "--out", tmp_path / "x.pt")
     assert_one_line_error(bad, "checkpoint not found")
+
+
+# ---------------------------------------------------------------- LiteMedSAM shards: the teacher's frame downstream
+
+from test_precompute import litemedsam_shards  # noqa: E402,F401 (a session fixture)
+
+
+class RecordingStudent(torch.nn.Module):
+    """Records the input it is given; outputs zeros of the teacher's shape."""
+
+    def forward(self, images):
+        self.seen = images
+        return torch.zeros(len(images), 256, 64, 64, requires_grad=True)
+
+
+def test_sam_task_follows_the_teachers_preprocessing_and_patches(litemedsam_shards, tmp_path):
+    from mobilesam_srw.sam.preprocessing import LiteMedSamPreprocessing
+    from mobilesam_srw.sam.task import SamTask
+
+    for student_size in (256, 512):
+        task = SamTask(TrainConfig(shards=[str(litemedsam_shards)], out=tmp_path, student="tinyvit-micro",
+                                   student_size=student_size if student_size != 256 else None, ignore_padding=True))
+        assert task.input_size == 256 and task.stride == student_size // 64
+        item = task.train_dataset()[0]
+        batch = {key: value[None] for key, value in item.items() if key != "key"}
+        height, width = item["size"].tolist()
+        targets = task.targets(batch)
+        assert targets.item_mask.sum().item() == -(-height // 4) * -(-width // 4)  # 4-px patches holding pixels
+        student = RecordingStudent()
+        task.losses(student, batch, targets, epoch=0)
+        sample = shards.read_indexed(task.train_dataset().samples[0])
+        expected = LiteMedSamPreprocessing(256)([sample.image])  # per-image min-max, zero padding
+        if student_size == 256:
+            torch.testing.assert_close(student.seen, expected)
+        else:
+            assert student.seen.shape == (1, 3, 512, 512)
+            assert (torch.nn.functional.avg_pool2d(student.seen, 2) - expected).abs().mean() < 0.01  # the same, x2
+
+
+def test_litemedsam_pipeline(litemedsam_shards, tmp_path):
+    """precompute -> train -> eval -> heatmap -> compare on LiteMedSAM shards, students of two input sizes."""
+    from PIL import Image
+
+    from mobilesam_srw.eval.evaluate import EvalConfig, evaluate
+    from mobilesam_srw.viz.heatmap import heatmap_figure
+
+    common = ["--shards", litemedsam_shards, "--student", "tinyvit-micro", "--batch-size", "2", "--epochs", "1",
+              "--workers", "0", "--no-progress", "--device", "cpu", "--output-init", "teacher-stats"]
+    for name, extra in (("s4", ["--ignore-padding"]), ("s8", ["--student-size", "512", "--loss", "mse"])):
+        result = run_cli("train", *common, *extra, "--out", tmp_path / name)
+        assert result.returncode == 0, result.stderr
+    s4, record = checkpoint.load_student(tmp_path / "s4")
+    s8, _ = checkpoint.load_student(tmp_path / "s8")
+    assert (s4.img_size, s4.stride, s8.img_size, s8.stride) == (256, 4, 512, 8)
+    assert record["teacher"]["type"] == "litemedsam"
+    val, runs = [str(litemedsam_shards / "val")], [tmp_path / "s8", tmp_path / "s4"]
+    box = evaluate(EvalConfig(shards=val, students=runs, out=tmp_path / "box", mode="gt", prompt="box",
+                              progress=False, device="cpu"))
+    assert box["teacher"]["type"] == "litemedsam" and box["masks"] > 0
+    assert box["miou"]["teacher"] > 30  # a real teacher's boxes against the photo's segments
+    assert set(box["miou_vs_teacher"]) == {"s8", "s4"} and all(0 <= v <= 100 for v in box["miou_vs_teacher"].values())
+    assert "mIoU vs teacher" in (tmp_path / "box" / "table.md").read_text()
+    grid = evaluate(EvalConfig(shards=val, students=runs, out=tmp_path / "grid", grids=[2], progress=False,
+                               device="cpu"))
+    assert all(0 <= grid["miou"][run]["2"] <= 100 for run in ("s8", "s4"))
+    sample = next(shards.iterate_shards(shards.shard_paths(val)))
+    figure = heatmap_figure(sample, 0.5)
+    assert np.asarray(figure.axes[0].images[0].get_array()).shape == (256, 256, 3)  # the teacher's canvas
+    assert np.asarray(figure.axes[1].images[0].get_array()).shape == (64, 64)
+    result = run_cli("heatmap", "--shards", *val, "--first", "1", "--out", tmp_path / "figures")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("compare", "--shards", *val, "--runs", *runs, "--prompt", "box", "--first", "1",
+                     "--device", "cpu", "--out", tmp_path / "figures")
+    assert result.returncode == 0, result.stderr
+    for pattern in ("heatmap_*.png", "compare_*.png"):
+        (png,) = (tmp_path / "figures").glob(pattern)
+        with Image.open(png) as image:
+            assert image.width > 1500

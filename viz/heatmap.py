@@ -1,5 +1,6 @@
-"""Figure 4: where SRW puts the weight. The image with SAM's padding shown, the patch-weight map
-``srw_weights(avesim, tau)`` (red high, blue low, with a colourbar), and the two overlaid."""
+"""Figure 4: where SRW puts the weight. The image on the teacher's padded square (its input size,
+from the shards' teacher record), the patch-weight map ``srw_weights(avesim, tau)`` (red high,
+blue low, with a colourbar), and the two overlaid."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.sam.shard_teacher import shard_teacher
 from mobilesam_srw.shards import ShardSample, iterate_shards
 from mobilesam_srw.srw import srw_weights
 from mobilesam_srw.viz.figure_io import FULL_WIDTH_INCHES, PAPER_STYLE, plt, save_figure
@@ -23,17 +25,26 @@ def weight_map(sample: ShardSample, tau: float, normalizer: str = "softmax") -> 
 
 
 def padded_image(sample: ShardSample, size: int) -> np.ndarray:
-    """The stored image on SAM's ``size x size`` canvas; the padding light grey."""
+    """The stored image on the teacher's ``size x size`` canvas; the padding light grey."""
     canvas = np.full((size, size, 3), PADDING_GREY, dtype=np.uint8)
     height, width = sample.image.shape[:2]
     canvas[:height, :width] = sample.image
     return canvas
 
 
-def heatmap_figure(sample: ShardSample, tau: float, normalizer: str = "softmax") -> plt.Figure:
-    """Three panels: padded image, weight map with colourbar, overlay."""
+def heatmap_figure(sample: ShardSample, tau: float, normalizer: str = "softmax", input_size: int | None = None
+                   ) -> plt.Figure:
+    """Three panels: padded image, weight map with colourbar, overlay.
+
+    Args:
+        sample: a shard sample (its avesim gives the weights).
+        tau: SRW temperature.
+        normalizer: ``softmax`` (Eq. 5), ``reverse`` or ``sum``.
+        input_size: the teacher's input size (its record's); default the stored image's longest side,
+            which the shard format makes the same.
+    """
     weights = weight_map(sample, tau, normalizer)
-    size = weights.shape[0] * 16
+    size = input_size or max(sample.image.shape[:2])
     height, width = sample.image.shape[:2]
     with plt.rc_context(PAPER_STYLE):
         figure, axes = plt.subplots(1, 3, figsize=(FULL_WIDTH_INCHES, FULL_WIDTH_INCHES / 3 * 0.95),
@@ -79,7 +90,8 @@ def draw_heatmaps(shard_paths: Sequence[str], tau: float, out: Path, keys: Itera
         srw_weights(torch.zeros(2), tau, normalizer)  # validates tau and normalizer before any work
     except ValueError as error:
         raise SrwError(str(error)) from None
+    input_size = shard_teacher(shard_paths).spec.input_size
     paths = []
     for sample in choose_samples(shard_paths, keys, first):
-        paths += save_figure(heatmap_figure(sample, tau, normalizer), Path(out) / f"heatmap_{sample.key}")
+        paths += save_figure(heatmap_figure(sample, tau, normalizer, input_size), Path(out) / f"heatmap_{sample.key}")
     return paths

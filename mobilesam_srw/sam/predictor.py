@@ -17,9 +17,10 @@ from segment_anything.modeling import Sam
 from torch import nn
 
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.sam.preprocessing import Preprocessing, SamPreprocessing, student_input
 from mobilesam_srw.sam.student import SamStudent
 from mobilesam_srw.sam.teacher import SamConfig, build_sam, prompt_and_decoder
-from mobilesam_srw.sam.transforms import normalize_padded, pad_image
+from mobilesam_srw.sam.transforms import pad_image
 from mobilesam_srw.shards import ShardSample
 
 
@@ -114,11 +115,21 @@ class EmbeddingPredictor(SamPredictor):
 
 
 @torch.no_grad()
-def student_embedding(student: SamStudent, sample: ShardSample, device: torch.device) -> torch.Tensor:
-    """``[1, 256, H, W]`` student embedding of the sample's stored (resized) image."""
+def student_embedding(student: SamStudent, sample: ShardSample, device: torch.device,
+                      preprocessing: Preprocessing | None = None) -> torch.Tensor:
+    """``[1, 256, H, W]`` student embedding of the sample's stored (resized) image.
+
+    Args:
+        student: in eval mode, on ``device``.
+        sample: its image is in the teacher's frame (longest side = the teacher's input size).
+        device: where to run.
+        preprocessing: the teacher's (:func:`~mobilesam_srw.sam.preprocessing.student_input`); default
+            SAM's at the student's input size, the student trained on SAM-family shards of its own size.
+    """
+    preprocessing = preprocessing or SamPreprocessing(student.img_size)
     size = torch.tensor([sample.image.shape[:2]], device=device)
-    image = pad_image(sample.image, student.img_size)[None].to(device)
-    return student(normalize_padded(image, size)).float()
+    image = pad_image(sample.image, preprocessing.input_size)[None].to(device)
+    return student(student_input(preprocessing, image, size, student.img_size)).float()
 
 
 def automatic_masks(predictor: EmbeddingPredictor, points_per_side: int, **generator_options) -> list[dict]:

@@ -24,6 +24,7 @@ from typing import ClassVar, Sequence
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from mobilesam_srw.errors import SrwError
@@ -109,3 +110,25 @@ def build_preprocessing(name: str, input_size: int) -> Preprocessing:
     if name not in PREPROCESSINGS:
         raise SrwError(f"unknown preprocessing {name!r}; expected one of {', '.join(PREPROCESSINGS)}")
     return PREPROCESSINGS[name](input_size)
+
+
+def student_input(preprocessing: Preprocessing, images: torch.Tensor, sizes: torch.Tensor,
+                  student_size: int) -> torch.Tensor:
+    """A student's input from padded images in the teacher's frame.
+
+    The teacher's normalisation (:meth:`Preprocessing.normalize_padded`: LiteMedSAM's min-max
+    scaling, SAM's mean and std), then, for a student of another input size, the whole padded
+    square resized to ``student_size`` (bilinear; antialiased when shrinking), so the image keeps
+    its place and the student's ``S/stride`` grid covers the teacher's grid cell for cell.
+
+    Args:
+        preprocessing: the teacher's.
+        images: ``[B, 3, S, S]`` uint8 (or float in [0, 255]), padded at the bottom/right.
+        sizes: ``[B, 2]`` (h, w) of each image in that frame.
+        student_size: the student's square input size.
+    """
+    normalized = preprocessing.normalize_padded(images, sizes)
+    if student_size == normalized.shape[-1]:
+        return normalized
+    return F.interpolate(normalized, size=(student_size, student_size), mode="bilinear", align_corners=False,
+                         antialias=student_size < normalized.shape[-1])

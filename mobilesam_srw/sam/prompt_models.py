@@ -1,7 +1,9 @@
 """The models that prompt: the teacher's decoder on stored embeddings and each student's, built once.
 
-The prompt encoder and mask decoder are read from the checkpoint once per command and shared;
-:meth:`PromptModels.install` is the prologue every evaluation mode and figure runs per image.
+One prompt encoder and mask decoder (the teacher's, from its record:
+:meth:`~mobilesam_srw.sam.shard_teacher.ShardTeacher.decoder`) serves every predictor: a
+predictor holds only its installed embedding. :meth:`PromptModels.install` is the prologue
+every evaluation mode and figure runs per image.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from segment_anything.modeling import Sam
 
-from mobilesam_srw.sam.predictor import EmbeddingPredictor, decoder_sam, student_embedding
+from mobilesam_srw.sam.predictor import EmbeddingPredictor, student_embedding
+from mobilesam_srw.sam.preprocessing import Preprocessing
 from mobilesam_srw.sam.student import SamStudent
 from mobilesam_srw.shards import ShardSample
 
@@ -23,20 +27,31 @@ class PromptModels:
 
     Args:
         teacher: predicts from the stored teacher embedding.
-        students: run label -> (student, predictor whose image encoder is that student).
+        students: run label -> (student, its predictor).
+        preprocessing: the teacher's; students see the stored image through it
+            (:func:`~mobilesam_srw.sam.preprocessing.student_input`).
     """
 
     teacher: EmbeddingPredictor
     students: dict[str, tuple[SamStudent, EmbeddingPredictor]]
+    preprocessing: Preprocessing
 
     @classmethod
-    def build(cls, decoder: dict[str, torch.Tensor], input_size: int, students: dict[str, SamStudent],
-              device: torch.device) -> "PromptModels":
-        """Predictors sharing one set of decoder weights ``decoder`` (from ``prompt_and_decoder``)."""
-        teacher = EmbeddingPredictor(decoder_sam(decoder, input_size).to(device))
-        return cls(teacher, {label: (student.to(device), EmbeddingPredictor(decoder_sam(decoder, input_size, student)
-                                                                          .to(device)))
-                             for label, student in students.items()})
+    def build(cls, decoder: Sam, students: dict[str, SamStudent], device: torch.device,
+              preprocessing: Preprocessing) -> "PromptModels":
+        """Predictors sharing the teacher's prompt encoder and mask decoder ``decoder``.
+
+        Args:
+            decoder: from the teacher's record, at the teacher's input size; a student of another
+                input size gives masks through it too (its embedding is installed in the teacher's frame).
+            students: run label -> student.
+            device: where every model runs.
+            preprocessing: the teacher's.
+        """
+        decoder = decoder.to(device)
+        return cls(EmbeddingPredictor(decoder),
+                   {label: (student.to(device).eval(), EmbeddingPredictor(decoder)) for label, student in students.items()},
+                   preprocessing)
 
     def install(self, sample: ShardSample) -> dict[str, EmbeddingPredictor]:
         """Install the sample's stored teacher embedding and each student's embedding of its stored image.
@@ -47,6 +62,7 @@ class PromptModels:
         self.teacher.set_embedding(torch.from_numpy(sample.embedding), original_size, input_size)
         predictors = {TEACHER_RUN: self.teacher}
         for label, (student, predictor) in self.students.items():
-            predictor.set_embedding(student_embedding(student, sample, predictor.device), original_size, input_size)
+            embedding = student_embedding(student, sample, predictor.device, self.preprocessing)
+            predictor.set_embedding(embedding, original_size, input_size)
             predictors[label] = predictor
         return predictors

@@ -1,8 +1,16 @@
 """Student image encoders: MobileSAM's TinyViT on timm, or any timm backbone, plus SAM's neck.
 
-Every student maps a normalised, padded ``[B, 3, S, S]`` image to a ``[B, 256, S/16, S/16]``
-embedding, the shape of SAM's image embedding, so SAM's prompt encoder and mask decoder
+Every student maps a normalised, padded ``[B, 3, S, S]`` image to a ``[B, 256, S/s, S/s]``
+embedding, ``s`` being its output stride: 16 (SAM's patch, the default) for teachers of
+SAM's layout (1024 px -> 64 x 64), or 4 or 8 to meet a teacher's grid from a smaller input
+(LiteMedSAM: 256 px -> 64 x 64 is stride 4). The teacher's prompt encoder and mask decoder
 run on it unchanged.
+
+| name | backbone | how it reaches stride 4 or 8 |
+|---|---|---|
+| ``tinyvit-5m`` | MobileSAM's TinyViT (5.7 M parameters) | its patch mergings before stages 1 and 2 keep the resolution |
+| ``tinyvit-micro`` | a small TinyViT (1.2 M) for tests, the demo and CPU experiments | likewise |
+| ``timm:<name>`` | any timm model with ``features_only`` | its stride-16 (or deepest) features, upsampled and concatenated with its features at the stride (a one-level FPN) |
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam.transforms import PATCH_SIZE
 
 EMBEDDING_DIM = 256
+TINYVIT_STRIDES = (4, 8, 16)  # stem /4, then patch mergings /2 before stages 1 and 2 (stage 3's is /1)
 
 
 @dataclass(frozen=True)
@@ -59,36 +68,66 @@ class SamStudent(nn.Module):
     """A backbone and SAM's neck; a drop-in ``image_encoder`` for ``segment_anything.Sam``.
 
     Args:
-        backbone: maps ``[B, 3, S, S]`` to ``[B, C, S/16, S/16]`` (or finer; resized by area).
+        backbone: maps ``[B, 3, S, S]`` to ``[B, C, S/stride, S/stride]`` (finer maps are pooled by
+            area, coarser ones upsampled bilinearly).
         backbone_channels: C.
         img_size: the square input size S (``SamPredictor`` reads ``image_encoder.img_size``).
         name: the registry name, kept in checkpoints.
+        stride: input pixels per embedding cell on a side (SAM's 16 by default).
     """
 
-    def __init__(self, backbone: nn.Module, backbone_channels: int, img_size: int, name: str) -> None:
+    def __init__(self, backbone: nn.Module, backbone_channels: int, img_size: int, name: str,
+                 stride: int = PATCH_SIZE) -> None:
         super().__init__()
         self.backbone = backbone
         self.neck = sam_neck(backbone_channels)
         self.img_size = img_size
         self.name = name
+        self.stride = stride
+
+    @property
+    def grid(self) -> int:
+        """Embedding cells on a side: ``img_size / stride``."""
+        return self.img_size // self.stride
 
     @property
     def embedding_shape(self) -> tuple[int, int, int]:
-        side = self.img_size // PATCH_SIZE
-        return (EMBEDDING_DIM, side, side)
+        return (EMBEDDING_DIM, self.grid, self.grid)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone(images)
-        side = self.img_size // PATCH_SIZE
-        if features.shape[-2:] != (side, side):
+        side = self.grid
+        if features.shape[-1] > side:
             features = F.adaptive_avg_pool2d(features, side)
+        elif features.shape[-1] < side:
+            features = F.interpolate(features, size=(side, side), mode="bilinear", align_corners=False)
         return self.neck(features)
 
 
-class _TinyVitTrunk(nn.Module):
-    """timm's TinyVit without its classifier head: patch embedding and stages only."""
+@torch.no_grad()
+def match_output_statistics(student: SamStudent, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Start the student's output at the teacher's per-channel scale: the neck's last LayerNorm2d
+    (weight, bias) becomes (``std``, ``mean``), each ``[256]``.
 
-    def __init__(self, config: TinyVitConfig) -> None:
+    SAM's neck ends in a LayerNorm2d whose output has unit scale across channels; a teacher whose
+    embeddings are far from that scale (LiteMedSAM's are ~0.1) would otherwise spend its first
+    hundreds of steps shrinking one weight vector.
+    """
+    norm = student.neck[-1]
+    norm.weight.copy_(std.to(norm.weight))
+    norm.bias.copy_(mean.to(norm.bias))
+
+
+class _TinyVitTrunk(nn.Module):
+    """timm's TinyVit without its classifier head: patch embedding and stages only.
+
+    Args:
+        config: the architecture.
+        stride: output stride, one of :data:`TINYVIT_STRIDES`; below 16 the patch merging before
+            stage 2 (stride 8), then also the one before stage 1 (stride 4), keep the resolution.
+    """
+
+    def __init__(self, config: TinyVitConfig, stride: int = PATCH_SIZE) -> None:
         super().__init__()
         model = TinyVit(
             num_classes=0,
@@ -100,6 +139,11 @@ class _TinyVitTrunk(nn.Module):
         )
         # MobileSAM keeps stride 16: the last patch merging does not downsample.
         model.stages[-1].downsample.conv2.conv.stride = (1, 1)
+        factor = PATCH_SIZE // stride  # 1, 2 or 4: how much finer than MobileSAM's stride 16
+        for stage in (model.stages[2], model.stages[1]):  # the last stride-2 merging first
+            if factor > 1:
+                stage.downsample.conv2.conv.stride = (1, 1)
+                factor //= 2
         self.patch_embed = model.patch_embed
         self.stages = model.stages
 
@@ -108,31 +152,64 @@ class _TinyVitTrunk(nn.Module):
 
 
 class _TimmFeatures(nn.Module):
-    """The deepest feature map of a timm backbone at stride <= 16."""
+    """The deepest feature map of a timm backbone at stride <= 16; for a finer output stride,
+    that map upsampled (bilinear) to the grid of the backbone's features at the stride and
+    concatenated with them (a one-level FPN).
 
-    def __init__(self, name: str) -> None:
+    Args:
+        name: the timm model name.
+        stride: output stride.
+    """
+
+    def __init__(self, name: str, stride: int = PATCH_SIZE) -> None:
         super().__init__()
         try:
             probe = timm.create_model(name, pretrained=False, features_only=True)
         except Exception as error:  # unknown name, or no features_only support
             raise SrwError(f"timm backbone {name!r} cannot be built with features_only: {error}") from None
         reductions = probe.feature_info.reduction()
-        index = max(i for i, reduction in enumerate(reductions) if reduction <= PATCH_SIZE)
-        self.model = timm.create_model(name, pretrained=False, features_only=True, out_indices=(index,))
-        self.channels = self.model.feature_info.channels()[-1]
+        deep = max(i for i, reduction in enumerate(reductions) if reduction <= PATCH_SIZE)
+        indices = (deep,)
+        if reductions[deep] > stride:
+            fine = [i for i, reduction in enumerate(reductions) if reduction <= stride]
+            if not fine:
+                raise SrwError(f"timm backbone {name!r} has no features at stride {stride} (its strides: {reductions})")
+            indices = (fine[-1], deep)
+        self.model = timm.create_model(name, pretrained=False, features_only=True, out_indices=indices)
+        self.channels = sum(self.model.feature_info.channels())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)[-1]
+        *fine, deep = self.model(images)
+        if not fine:
+            return deep
+        upsampled = F.interpolate(deep, size=fine[0].shape[-2:], mode="bilinear", align_corners=False)
+        return torch.cat([fine[0], upsampled], dim=1)
 
 
-def build_student(name: str, img_size: int = 1024) -> SamStudent:
-    """``tinyvit-5m`` (MobileSAM), ``tinyvit-micro`` (tests), or ``timm:<model name>``."""
-    if img_size % PATCH_SIZE:
-        raise SrwError(f"student input size must be a multiple of {PATCH_SIZE}, got {img_size}")
+def build_student(name: str, img_size: int = 1024, stride: int = PATCH_SIZE) -> SamStudent:
+    """``tinyvit-5m`` (MobileSAM), ``tinyvit-micro`` (tests, demo), or ``timm:<model name>``.
+
+    Args:
+        name: the registry name (see the module docstring).
+        img_size: the square input size S.
+        stride: the output stride: the embedding is ``S / stride`` on a side (TinyViT: 4, 8 or 16).
+    """
+    if stride < 1 or img_size % stride:
+        raise SrwError(f"student input size must be a multiple of its stride {stride}, got {img_size}")
     if name in TINYVIT_CONFIGS:
+        if stride not in TINYVIT_STRIDES:
+            raise SrwError(f"TinyViT students have output stride {', '.join(map(str, TINYVIT_STRIDES))}, not {stride}")
         config = TINYVIT_CONFIGS[name]
-        return SamStudent(_TinyVitTrunk(config), config.embed_dims[-1], img_size, name)
+        return SamStudent(_TinyVitTrunk(config, stride), config.embed_dims[-1], img_size, name, stride)
     if name.startswith("timm:"):
-        backbone = _TimmFeatures(name[len("timm:"):])
-        return SamStudent(backbone, backbone.channels, img_size, name)
+        backbone = _TimmFeatures(name[len("timm:"):], stride)
+        return SamStudent(backbone, backbone.channels, img_size, name, stride)
     raise SrwError(f"unknown student {name!r}; expected one of {', '.join(TINYVIT_CONFIGS)} or timm:<model name>")
+
+
+def student_stride(input_size: int, grid: int) -> int:
+    """The output stride that gives a ``grid x grid`` embedding from an ``input_size`` input; one line if none."""
+    if input_size % grid:
+        raise SrwError(f"a {input_size}-px student cannot give the teacher's {grid} x {grid} grid: "
+                       f"{input_size} is not a multiple of {grid}")
+    return input_size // grid

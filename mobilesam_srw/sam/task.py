@@ -1,8 +1,14 @@
-"""The SAM task on the engine: MobileSAM's TinyViT learns stored SAM image embeddings (Section 4.3).
+"""The SAM task on the engine: a student learns stored teacher image embeddings (Section 4.3).
 
 Each image is one SRW group of its H*W patches (scope ``image``): "image patches from different
 images do not affect each other". The per-patch loss is the MSE over the 256 channels (Eq. 2);
 the patches' avesim was stored by precompute (or is computed from the embedding in the loader).
+
+The teacher's input size, preprocessing and patch size come from its record in the shards'
+manifest (:func:`~mobilesam_srw.sam.shard_teacher.shard_teacher`): the student sees the stored
+image normalised as the teacher saw it (LiteMedSAM: per-image min-max; SAM: its mean and std),
+resized to the student's own input size when that differs, and its output stride is chosen so
+its grid is the teacher's (LiteMedSAM at 256 px: 64 x 64, stride 4).
 """
 
 from __future__ import annotations
@@ -10,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from mobilesam_srw import shards
@@ -19,11 +24,15 @@ from mobilesam_srw.errors import SrwError
 from mobilesam_srw.losses import feature_mse
 from mobilesam_srw.options import option
 from mobilesam_srw.sam import checkpoint
-from mobilesam_srw.sam.data import EmbeddingShards
-from mobilesam_srw.sam.student import SamStudent, build_student
-from mobilesam_srw.sam.transforms import PATCH_SIZE, normalize_padded, valid_patch_mask
+from mobilesam_srw.sam.data import EmbeddingShards, embedding_statistics
+from mobilesam_srw.sam.preprocessing import student_input
+from mobilesam_srw.sam.shard_teacher import shard_teacher
+from mobilesam_srw.sam.student import SamStudent, build_student, match_output_statistics, student_stride
+from mobilesam_srw.sam.transforms import valid_patch_mask
 
 LOSSES = ("srw", "mse")
+OUTPUT_INITS = ("default", "teacher-stats")
+STATISTICS_SAMPLES = 64
 
 
 @dataclass(kw_only=True)
@@ -37,12 +46,19 @@ class SamTrainConfig(EngineConfig):
     loss: str = option("srw", choices=LOSSES,
                        help="srw: patch-wise re-weighted MSE; mse: plain MSE, the MobileSAM baseline")
     student: str = option("tinyvit-5m", help="tinyvit-5m (MobileSAM), tinyvit-micro, or timm:<name>")
+    student_size: int | None = option(None, minimum=16,
+                                      help="the student's input size in px (default: the teacher's); its output "
+                                           "stride is this size / the teacher's grid (TinyViT: 4, 8 or 16)")
     init: Path | None = option(None, help="initial weights: a run folder, student.pt, or a MobileSAM checkpoint")
     val_shards: list[str] | None = option(None, help="held-out shards, evaluated after each epoch")
-    ignore_padding: bool = option(False, help="patches that lie only on SAM's padding get weight 0 (others "
-                                              "renormalised)")
+    output_init: str = option("default", choices=OUTPUT_INITS,
+                              help="teacher-stats: the neck's last LayerNorm starts at the teacher embeddings' "
+                                   "per-channel mean and std (of up to 64 training samples; for teachers far from "
+                                   "unit scale, e.g. litemedsam); ignored with --init")
+    ignore_padding: bool = option(False, help="patches that lie only on the teacher's padding get weight 0 "
+                                              "(others renormalised)")
 
-    RUN_FIELDS = EngineConfig.RUN_FIELDS + ("loss", "student", "ignore_padding")
+    RUN_FIELDS = EngineConfig.RUN_FIELDS + ("loss", "student", "student_size", "ignore_padding")
 
     @property
     def uses_srw(self) -> bool:
@@ -60,7 +76,7 @@ def _load_init(student: SamStudent, path: Path) -> None:
 
 
 class SamTask(Task):
-    """Distil stored SAM image embeddings ``[256, 64, 64]`` into a :class:`SamStudent`."""
+    """Distil stored teacher image embeddings (``[256, 64, 64]`` for SAM and LiteMedSAM) into a :class:`SamStudent`."""
 
     scope = "image"
     plain_loss_name = "mse"
@@ -69,7 +85,14 @@ class SamTask(Task):
         super().__init__(config)
         self.paths = shards.resolve_shards(config.shards)
         self.embedding_shape = shards.embedding_shape(self.paths)
-        self.input_size = self.embedding_shape[-1] * PATCH_SIZE
+        self.teacher = shard_teacher(self.paths)
+        if tuple(self.teacher.spec.embedding_shape) != tuple(self.embedding_shape):
+            raise SrwError(f"the manifest says embeddings {list(self.teacher.spec.embedding_shape)}, the shards hold "
+                           f"{list(self.embedding_shape)}")
+        self.input_size = self.teacher.spec.input_size  # the stored images' frame
+        self.preprocessing = self.teacher.preprocessing
+        self.student_size = config.student_size or self.input_size
+        self.stride = student_stride(self.student_size, self.embedding_shape[-1])
 
     def train_dataset(self) -> EmbeddingShards:
         return EmbeddingShards(shards.index_shards(self.paths), self.input_size)
@@ -78,30 +101,38 @@ class SamTask(Task):
         if not self.config.val_shards:
             return None
         paths = shards.resolve_shards(self.config.val_shards, "--val-shards")
+        shard_teacher([*self.paths, *paths])  # the same teacher, or one line
         return EmbeddingShards(shards.index_shards(paths), self.input_size)
 
     def build_student(self) -> SamStudent:
-        student = build_student(self.config.student, self.input_size)
+        student = build_student(self.config.student, self.student_size, self.stride)
         if student.embedding_shape != self.embedding_shape:
             raise SrwError(f"shard embeddings are {list(self.embedding_shape)} but student {self.config.student} "
                            f"outputs {list(student.embedding_shape)}")
         if self.config.init:
             _load_init(student, Path(self.config.init))
+        elif self.config.output_init == "teacher-stats":
+            match_output_statistics(student, *embedding_statistics(self.train_dataset(), STATISTICS_SAMPLES))
         return student
 
     def targets(self, batch: dict) -> Targets:
-        mask = valid_patch_mask(batch["size"], self.embedding_shape[-1]) if self.config.ignore_padding else None
+        mask = None
+        if self.config.ignore_padding:
+            mask = valid_patch_mask(batch["size"], self.embedding_shape[-1], self.teacher.patch_size)
         return Targets(avesim=batch["avesim"], item_mask=mask)
 
     def losses(self, model: nn.Module, batch: dict, targets: Targets, epoch: int) -> Losses:
-        predicted = model(normalize_padded(batch["image"], batch["size"])).float()
+        images = student_input(self.preprocessing, batch["image"], batch["size"], self.student_size)
+        predicted = model(images).float()
         return Losses(distill=feature_mse(predicted, batch["embedding"].float(), dim=1))  # [B, H*W], Eq. 2
 
     def checkpoint_extra(self, module: SamStudent) -> dict:
-        return {"student": module.name, "img_size": module.img_size}
+        return {"student": module.name, "img_size": module.img_size, "stride": module.stride}
 
     def student_record(self, module: SamStudent) -> dict:
-        return checkpoint.student_record(module, loss=self.config.loss)
+        return checkpoint.student_record(module, loss=self.config.loss, teacher=self.teacher.record)
 
     def describe(self) -> str:
-        return f"SAM, student {self.config.student} at {self.input_size} px, loss {self.config.loss}"
+        return (f"SAM, teacher {self.teacher.name} ({self.input_size} px, {self.teacher.spec.preprocessing} "
+                f"preprocessing), student {self.config.student} at {self.student_size} px stride {self.stride}, "
+                f"loss {self.config.loss}")
