@@ -12,6 +12,7 @@ held-out samples, encoded by the same teacher.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -32,6 +33,7 @@ from mobilesam_srw.data_prep.split import HeldOut, parse_held_out, split_plan
 from mobilesam_srw.data_prep.subset import parse_subset
 from mobilesam_srw.distributed import DistributedContext, distributed_context
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.lock import output_lock
 from mobilesam_srw.sam import teacher as sam_teacher
 from mobilesam_srw.sam.shard_teacher import complete_record
 from mobilesam_srw.sam.teachers import TEACHERS, Teacher, resolve_checkpoint, teacher_from_record
@@ -162,8 +164,10 @@ def _install_tiny_teacher(splits: list[_Split], sam: "torch.nn.Module", identity
     return identity
 
 
-def _prepare(config: PrecomputeConfig, ctx: DistributedContext) -> tuple[list[_Split], Teacher | None]:
-    """Validate everything, then (rank 0) create the folders; nothing is written on a bad input.
+def _prepare(config: PrecomputeConfig, ctx: DistributedContext,
+             locks: contextlib.ExitStack) -> tuple[list[_Split], Teacher | None]:
+    """Validate everything, then (rank 0) lock and create the folders; nothing is written on a bad input,
+    and a second precompute into a folder in use is refused (the locks are held until ``locks`` closes).
 
     Returns the splits with their run records, and (rank 0) the teacher it already loaded.
     """
@@ -180,7 +184,7 @@ def _prepare(config: PrecomputeConfig, ctx: DistributedContext) -> tuple[list[_S
             for split, run in zip(splits, records(identity)):
                 check_output_folder(split.out, run)
             for split in splits:
-                split.out.mkdir(parents=True, exist_ok=True)
+                locks.enter_context(output_lock(split.out))  # creates the folder; one writer per folder
             if config.teacher == "tiny":
                 identity = _install_tiny_teacher(splits, teacher.sam, identity)
             for split, run in zip(splits, records(identity)):
@@ -210,8 +214,8 @@ def _load_teacher(config: PrecomputeConfig, run: dict) -> Teacher:
 def run_precompute(config: PrecomputeConfig) -> dict:
     """Run (or resume) a precompute; returns the manifest of ``config.out`` (every rank gets it)."""
     config.out = Path(config.out)
-    with distributed_context(config.device) as ctx:
-        splits, teacher = _prepare(config, ctx)
+    with distributed_context(config.device) as ctx, contextlib.ExitStack() as locks:
+        splits, teacher = _prepare(config, ctx, locks)
         if ctx.is_main:
             for skip in splits[0].plan.skipped:
                 shard_encoding.warn(f"skipped {skip.key or '(source)'} ({skip.source}): {skip.reason}")

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from mobilesam_srw import shards
 from mobilesam_srw.distributed import distributed_context
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.lock import output_lock
 from mobilesam_srw.options import check_options, option
 from mobilesam_srw.eval.everything_eval import evaluate_image_everything, summarize_everything
 from mobilesam_srw.eval.grid_eval import evaluate_image
@@ -124,7 +125,7 @@ def evaluate(config: EvalConfig) -> dict:
         students[label] = student
     decoder = teacher.decoder(checkpoint_path)  # read once, shared by every model
     samples = shards.index_shards(paths)[: config.limit]  # tar headers only
-    with distributed_context(config.device) as ctx:
+    with distributed_context(config.device) as ctx, output_lock(config.out, ctx):
         models = PromptModels.build(decoder, students, ctx.device, teacher.preprocessing)
         mine = samples[ctx.rank :: ctx.world_size]  # each rank decodes only its own images
         results = []

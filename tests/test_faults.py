@@ -139,3 +139,15 @@ def test_bad_checkpoints_are_one_line(tiny_shards, tmp_path, content):
     result = run_cli("train", "--shards", tiny_shards, *TRAIN, "--init", path, "--out", tmp_path / "run")
     assert_one_line_error(result, "checkpoint")
     assert not (tmp_path / "run" / "student.pt").exists()
+
+
+def test_a_second_precompute_or_eval_into_a_busy_folder_is_refused(sample_sa1b, tiny_shards, two_runs, tmp_path):
+    busy = tmp_path / "busy"
+    with output_lock(busy):
+        precompute = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "tiny", "--subset", "all",
+                             "--out", busy, "--workers", "0", "--no-progress", "--device", "cpu")
+        evaluation = run_cli("eval", "--shards", tiny_shards, "--student", two_runs[0], "--grid", "2",
+                             "--out", busy, "--device", "cpu", "--no-progress")
+    assert_one_line_error(precompute, "is in use by another srw job")
+    assert_one_line_error(evaluation, "is in use by another srw job")
+    assert not list(busy.glob("shard-*.tar")) and not (busy / "summary.json").exists()
