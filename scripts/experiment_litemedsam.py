@@ -227,7 +227,7 @@ def main() -> int:
     results = {"runs": runs, "references": references, "teacher_box_vs_annotations": box["miou"]["teacher"], "steps": steps,
                "train_images": manifest["samples_written"], "held_out_images": len(samples),
                "held_out_photos": list(HELD_OUT_PHOTOS), "train_photos": list(PHOTOS), "args": vars(args) | {"out": str(out)},
-               "seconds": timings, "torch_threads": torch.get_num_threads()}
+               "seconds_this_invocation": timings, "torch_threads": torch.get_num_threads()}
     write_json(out / "results.json", results)
     table = markdown(results, args)
     with atomic_path(out / "results.md") as temporary:
