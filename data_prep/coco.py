@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
-from mobilesam_srw.data_prep.annotations import coco_annotations
+from mobilesam_srw.sam.annotations import coco_annotations
 from mobilesam_srw.data_prep.images import decode_rgb, file_problem, read_file
 from mobilesam_srw.data_prep.keys import unique_keys
 from mobilesam_srw.data_prep.sources import (

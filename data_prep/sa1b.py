@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Sequence
 
-from mobilesam_srw.data_prep.annotations import sa1b_annotations
+from mobilesam_srw.sam.annotations import sa1b_annotations
 from mobilesam_srw.data_prep.images import decode_rgb, file_problem, read_file
 from mobilesam_srw.data_prep.sources import (
     BadSample,

@@ -13,6 +13,7 @@ rank 0 merges the results and writes the report.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +29,10 @@ from mobilesam_srw.eval.everything_eval import evaluate_image_everything, summar
 from mobilesam_srw.eval.grid_eval import evaluate_image
 from mobilesam_srw.eval.gt_eval import PROMPTS, evaluate_image_gt, summarize_gt
 from mobilesam_srw.eval.metrics import MATCH_MODES
-from mobilesam_srw.sam.prompt_models import PromptModels
+from mobilesam_srw.sam.prompt_models import NonFiniteEmbedding, PromptModels
 from mobilesam_srw.eval.report import grid_rows, markdown_table, summarize, write_report
 from mobilesam_srw.sam.checkpoint import load_student
+from mobilesam_srw.sam.predictor import generator_default
 from mobilesam_srw.sam.shard_teacher import shard_teacher
 
 
@@ -61,8 +63,10 @@ class EvalConfig:
                               help="points per side; several in one pass, e.g. --grid 5 16 32 (default 32)")
     match: str = option("all", choices=MATCH_MODES, help="grid mode: pairing of the 3 masks per prompt")
     prompt: str = option("center", choices=PROMPTS, help="gt mode: prompt per annotation")
-    pred_iou_thresh: float = option(0.88, help="everything mode: the generator's predicted-IoU filter", minimum=0)
-    stability_thresh: float = option(0.95, help="everything mode: the generator's stability filter", minimum=0)
+    pred_iou_thresh: float = option(generator_default("pred_iou_thresh"), minimum=0,
+                                    help="everything mode: SamAutomaticMaskGenerator's predicted-IoU filter")
+    stability_thresh: float = option(generator_default("stability_score_thresh"), minimum=0,
+                                     help="everything mode: SamAutomaticMaskGenerator's stability filter")
     limit: int | None = option(None, help="evaluate the first N images only", minimum=1)
     points_per_batch: int = option(64, help="prompts per decoder call", minimum=1)
     device: str = option("auto", help="auto (this rank's GPU if any), cpu, cuda, cuda:N")
@@ -128,23 +132,31 @@ def evaluate(config: EvalConfig) -> dict:
     with distributed_context(config.device) as ctx, output_lock(config.out, ctx):
         models = PromptModels.build(decoder, students, ctx.device, teacher.preprocessing)
         mine = samples[ctx.rank :: ctx.world_size]  # each rank decodes only its own images
-        results = []
+        results, skipped = [], Counter()
         bar = tqdm(total=len(samples), unit="img", desc="eval", disable=not (config.progress and ctx.is_main))
         for spans in mine:
-            results += config.evaluate_image(shards.read_indexed(spans), models)
+            try:
+                results += config.evaluate_image(shards.read_indexed(spans), models)
+            except NonFiniteEmbedding as error:  # left out for every run, so runs stay comparable
+                skipped[error.reason] += 1
             bar.update(ctx.world_size)
         bar.close()
         if ctx.is_distributed:
             gathered = [None] * ctx.world_size
-            dist.all_gather_object(gathered, results)
-            results = [result for part in gathered for result in part]
+            dist.all_gather_object(gathered, (results, skipped))
+            results = [result for part, _ in gathered for result in part]
+            skipped = sum((counts for _, counts in gathered), Counter())
+        skipped_text = ", ".join(f"{reason}: {count}" for reason, count in sorted(skipped.items()))
         if not results:
-            raise SrwError("no images were evaluated")
+            raise SrwError("no images were evaluated" + (f" (skipped: {skipped_text})" if skipped else ""))
         summary, rows, table = config.report(results, labels)
         summary.update(mode=config.mode, grids=config.grids, runs=labels, students=[str(s) for s in config.students],
                        sam_checkpoint=str(checkpoint_path), teacher=teacher.record,
-                       images=len({row["key"] for row in results}))
+                       images=len({row["key"] for row in results}), skipped_images=dict(sorted(skipped.items())))
+        if skipped:
+            table += f"\n{sum(skipped.values())} images left out for every run ({skipped_text}).\n"
         if ctx.is_main:
             write_report(config.out, summary, rows, table)
-            print(f"eval: {summary['images']} images; report: {config.out}", file=sys.stderr)
+            print(f"eval: {summary['images']} images" + (f", {sum(skipped.values())} skipped ({skipped_text})"
+                                                       if skipped else "") + f"; report: {config.out}", file=sys.stderr)
         return summary

@@ -15,23 +15,39 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from mobilesam_srw.sam.prompt_models import TEACHER_RUN
+from mobilesam_srw.sam.annotations import InvalidAnnotation, sa1b_annotations
 from mobilesam_srw.sam.masks import mask_iou
+from mobilesam_srw.sam.prompt_models import TEACHER_RUN
 from mobilesam_srw.sam.predictor import EmbeddingPredictor
 from mobilesam_srw.shards import ShardSample
 
 PROMPTS = ("box", "center")
 
 
-def ground_truth(sample: ShardSample) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Masks ``[N, h, w]`` bool, boxes ``[N, 4]`` XYXY and clicks ``[N, 2]`` of the sample's annotations."""
+def checked_annotations(sample: ShardSample) -> tuple[list[dict], int]:
+    """The sample's annotations validated again against its original size (a shard is not trusted
+    to come from our precompute), and how many were dropped."""
+    try:
+        kept, dropped = sa1b_annotations(sample.meta.get("annotations", []), tuple(sample.meta["original_size"]))
+    except InvalidAnnotation:  # not a list at all
+        return [], 1
+    return kept, sum(dropped.values())
+
+
+def ground_truth(sample: ShardSample, annotations: list[dict] | None = None
+                 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Masks ``[N, h, w]`` bool, boxes ``[N, 4]`` XYXY and clicks ``[N, 2]`` of the sample's annotations.
+
+    Args:
+        sample: the shard sample.
+        annotations: its :func:`checked_annotations` (computed when not given).
+    """
+    if annotations is None:
+        annotations, _ = checked_annotations(sample)
     masks, boxes, clicks = [], [], []
-    for annotation in sample.meta.get("annotations", []):
-        rle = dict(annotation["segmentation"])
-        rle["counts"] = rle["counts"].encode() if isinstance(rle["counts"], str) else rle["counts"]
+    for annotation in annotations:
+        rle = {**annotation["segmentation"], "counts": annotation["segmentation"]["counts"].encode("ascii")}
         mask = mask_utils.decode(rle).astype(bool)
-        if not mask.any():
-            continue
         x, y, w, h = annotation["bbox"]
         if annotation.get("point_coords"):
             click = annotation["point_coords"][0]
@@ -69,10 +85,12 @@ def evaluate_image_gt(
     Args:
         predictors: from :meth:`~mobilesam_srw.sam.prompt_models.PromptModels.install`, the teacher first.
     """
-    gt_masks, boxes, clicks = ground_truth(sample)
+    annotations, dropped = checked_annotations(sample)
+    gt_masks, boxes, clicks = ground_truth(sample, annotations)
     streams = {run: _predicted(predictor, boxes, clicks, prompt, points_per_batch) for run, predictor in predictors.items()}
     rows = {run: {"key": sample.key, "run": run, "prompt": prompt, "iou_sum": 0.0, "count": 0,
-                  **({} if run == TEACHER_RUN else {"teacher_iou_sum": 0.0})} for run in predictors}
+                  **({"annotations_dropped": dropped} if run == TEACHER_RUN else {"teacher_iou_sum": 0.0})}
+            for run in predictors}
     for start in range(0, len(gt_masks), points_per_batch):
         truth = gt_masks[start : start + points_per_batch]
         teacher_masks = None
@@ -99,13 +117,16 @@ def summarize_gt(rows: list[dict], runs: list[str], prompt: str) -> tuple[dict, 
         if run != TEACHER_RUN:
             versus_teacher[run] = 100 * sum(row["teacher_iou_sum"] for row in chosen) / count if count else None
     masks = sum(row["count"] for row in rows if row["run"] == TEACHER_RUN)
+    dropped = sum(row["annotations_dropped"] for row in rows if row["run"] == TEACHER_RUN)
 
     def cell(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.2f}"
 
     table = (f"mIoU (%) of {prompt} prompts from the annotations, {masks} masks: against the ground-truth masks, "
-             "and against the teacher's mask for the same prompt.\n\n"
+             "and against the teacher's mask for the same prompt."
+             + (f" {dropped} invalid annotations left out." if dropped else "") + "\n\n"
              "| Model | mIoU vs ground truth | mIoU vs teacher |\n|---|---|---|\n"
              + "\n".join(f"| {run} | {cell(value)} | {'-' if run == TEACHER_RUN else cell(versus_teacher[run])} |"
                          for run, value in miou.items()) + "\n")
-    return {"miou": miou, "miou_vs_teacher": versus_teacher, "masks": masks, "prompt": prompt}, table
+    return {"miou": miou, "miou_vs_teacher": versus_teacher, "masks": masks, "annotations_dropped": dropped,
+            "prompt": prompt}, table

@@ -115,14 +115,15 @@ class ShardSample:
         key: the SA-1B stem, e.g. ``sa_1``.
         image: ``[h, w, 3]`` uint8 RGB, longest side = the encoder input size.
         embedding: ``[C, H, W]`` teacher embedding (float32, or float16 when so decoded).
-        avesim: ``[H, W]`` float32 average similarity of each patch (Eq. 4); None if the shard lacks it.
+        avesim: ``[H, W]`` float32 average similarity of each patch (Eq. 4): stored, or computed from
+            the embedding when the shard has none.
         meta: the sample's JSON record.
     """
 
     key: str
     image: np.ndarray
     embedding: np.ndarray
-    avesim: np.ndarray | None
+    avesim: np.ndarray
     meta: dict
 
 
@@ -144,17 +145,59 @@ def encode_image(rgb: np.ndarray) -> bytes:
     return data.tobytes()
 
 
+def _is_size(value: object) -> bool:
+    return (isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
+
+
+def decode_meta(data: bytes) -> dict:
+    """A sample's JSON record, checked for what every reader relies on: ``original_size`` and
+    ``input_size`` as ``[h, w]`` positive integers."""
+    meta = json.loads(data)
+    if not isinstance(meta, dict):
+        raise ValueError("json: not an object")
+    for name in ("original_size", "input_size"):
+        if not _is_size(meta.get(name)):
+            raise ValueError(f"json: {name} is not [h, w] of positive integers")
+    return meta
+
+
+def patch_avesim(embedding: np.ndarray) -> np.ndarray:
+    """``[H, W]`` Eq. 4 over the patches of a ``[C, H, W]`` embedding (for shards stored without it)."""
+    import torch
+
+    from mobilesam_srw.srw import average_similarity
+
+    channels, height, width = embedding.shape
+    features = torch.from_numpy(np.ascontiguousarray(embedding, dtype=np.float32)).view(channels, -1).T
+    return average_similarity(features).view(height, width).numpy()
+
+
 def decode_sample(raw: dict, with_image: bool = True, as_float32: bool = True) -> ShardSample:
-    """Decode a raw WebDataset sample (field -> bytes); unknown fields are ignored, never unpickled."""
+    """Decode a raw WebDataset sample (field -> bytes); unknown fields are ignored, never unpickled.
+
+    What later steps rely on is checked here (a :class:`ValueError` naming the field otherwise):
+    a safe key, a ``[C, H, W]`` embedding, an ``[H, W]`` avesim (computed from the embedding when
+    the shard has none), sizes in the JSON record, and a stored image of the recorded input size.
+    """
     if not is_safe_key(raw["__key__"]):
         raise ValueError(f"key: {raw['__key__'][:80]!r} is not a safe sample key ({KEY_PATTERN.pattern})")
-    return ShardSample(
-        key=raw["__key__"],
-        image=decode_image(raw[IMAGE_FIELD]) if with_image else np.empty((0, 0, 3), np.uint8),
-        embedding=decode_embedding(raw, as_float32),
-        avesim=load_npy(raw[AVESIM_FIELD]) if AVESIM_FIELD in raw else None,
-        meta=json.loads(raw[META_FIELD]),
-    )
+    meta = decode_meta(raw[META_FIELD])
+    embedding = decode_embedding(raw, as_float32)
+    if embedding.ndim != 3:
+        raise ValueError(f"embedding: shape {list(embedding.shape)} is not [C, H, W]")
+    if AVESIM_FIELD in raw:
+        avesim = load_npy(raw[AVESIM_FIELD])
+        if avesim.shape != embedding.shape[1:] or avesim.dtype.kind != "f":
+            raise ValueError(f"avesim: a {avesim.dtype} array of shape {list(avesim.shape)}, expected float "
+                             f"{list(embedding.shape[1:])}")
+    else:
+        avesim = patch_avesim(embedding)
+    image = decode_image(raw[IMAGE_FIELD]) if with_image else np.empty((0, 0, 3), np.uint8)
+    if with_image and list(image.shape[:2]) != meta["input_size"]:
+        raise ValueError(f"image: {image.shape[1]}x{image.shape[0]} px, but the record's input_size is "
+                         f"{meta['input_size'][1]}x{meta['input_size'][0]}")
+    return ShardSample(key=raw["__key__"], image=image, embedding=embedding, avesim=avesim.astype(np.float32), meta=meta)
 
 
 def shard_paths(patterns: Iterable[str | Path]) -> list[str]:

@@ -198,7 +198,7 @@ def test_old_manifests_keep_working(tiny_shards, two_runs, tmp_path):
     from mobilesam_srw.sam.preprocessing import SamPreprocessing
     from mobilesam_srw.sam.shard_teacher import complete_record, shard_teacher
     from mobilesam_srw.sam.train import TrainConfig, train
-    from mobilesam_srw.viz.heatmap import draw_heatmaps
+    from mobilesam_srw.viz.heatmap import HeatmapConfig, draw_heatmaps
 
     old = tmp_path / "old"
     shutil.copytree(tiny_shards, old)
@@ -214,7 +214,7 @@ def test_old_manifests_keep_working(tiny_shards, two_runs, tmp_path):
     assert summary["teacher"]["preprocessing"] == "sam" and 0 <= summary["miou"]["mse"]["2"] <= 100
     train(TrainConfig(shards=[str(old)], out=tmp_path / "run", student="tinyvit-micro", batch_size=2, epochs=1,
                       max_steps=1, workers=0, progress=False, device="cpu"))
-    assert draw_heatmaps(shards.shard_paths([old]), 0.5, tmp_path / "figures", first=1)
+    assert draw_heatmaps(HeatmapConfig(shards=[str(old)], out=tmp_path / "figures", first=1))
     (old / "manifest.json").unlink()  # no manifest at all: SAM's layout from the embedding shape
     assert shard_teacher(shards.shard_paths([old])).spec.input_size == 256
     with pytest.raises(SrwError, match="--sam-checkpoint is required"):

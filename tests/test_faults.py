@@ -7,6 +7,9 @@ test_sa1b.py and test_image_inputs.py; run-folder leftovers and resume in test_e
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -32,7 +35,7 @@ def sample(key: str, embedding=None, jpeg: bytes | None = None) -> dict:
     embedding = np.zeros((256, 16, 16), np.float32) if embedding is None else embedding
     image = shards.encode_image(np.zeros((256, 200, 3), np.uint8)) if jpeg is None else jpeg
     return {"__key__": key, shards.IMAGE_FIELD: image, shards.EMBEDDING_FIELD: shards.npy_bytes(embedding),
-            shards.META_FIELD: b'{"key": "x"}'}
+            shards.META_FIELD: b'{"original_size": [256, 200], "input_size": [256, 200]}'}
 
 
 # --- 3. data never chooses where we write; unsafe keys are refused when read ------------------------------
@@ -151,3 +154,176 @@ def test_a_second_precompute_or_eval_into_a_busy_folder_is_refused(sample_sa1b, 
     assert_one_line_error(precompute, "is in use by another srw job")
     assert_one_line_error(evaluation, "is in use by another srw job")
     assert not list(busy.glob("shard-*.tar")) and not (busy / "summary.json").exists()
+
+
+# --- 5. evaluation and figures: NaN/inf embeddings, missing avesim, bad records, hostile annotations ----------
+
+EVAL = ["--grid", "2", "--device", "cpu", "--no-progress"]
+
+
+def rewrite_shards(folder, change) -> None:
+    """Rewrite every sample of the folder's shards through ``change(index, raw) -> raw`` (raw fields, bytes)."""
+    index = 0
+    for path in sorted(folder.glob("shard-*.tar")):
+        raws = list(wds.DataPipeline(wds.SimpleShardList([str(path)]), wds.tarfile_to_samples()))
+        changed = []
+        for raw in raws:
+            changed.append(change(index, {k: v for k, v in raw.items() if not k.startswith("__") or k == "__key__"}))
+            index += 1
+        write_samples(path, changed)
+
+
+def poison(raw: dict, value: float) -> dict:
+    embedding = shards.decode_embedding(raw, as_float32=False).copy()
+    embedding[3, 2, 1] = value
+    return {**raw, shards.EMBEDDING_FIELD: shards.npy_bytes(embedding)}
+
+
+def with_meta(raw: dict, **changes) -> dict:
+    return {**raw, shards.META_FIELD: json.dumps({**json.loads(raw[shards.META_FIELD]), **changes}).encode()}
+
+
+@pytest.fixture
+def copied_shards(tiny_shards, tmp_path):
+    folder = tmp_path / "shards"
+    shutil.copytree(tiny_shards, folder)
+    return folder
+
+
+def test_non_finite_teacher_embeddings_are_skipped_counted_and_reported(copied_shards, two_runs, tmp_path):
+    values = {0: np.nan, 2: np.inf, 3: -np.inf}
+    rewrite_shards(copied_shards, lambda i, raw: poison(raw, values[i]) if i in values else raw)
+    out = tmp_path / "report"
+    result = run_cli("eval", "--shards", copied_shards, "--student", *two_runs, *EVAL, "--limit", "6", "--out", out)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped_images"] == {"non-finite teacher embedding": 3} and summary["images"] == 3
+    assert all(0 <= summary["miou"][run]["2"] <= 100 for run in ("mse", "srw"))
+    assert "3 images left out for every run (non-finite teacher embedding: 3)" in (out / "table.md").read_text()
+    assert "3 skipped" in result.stderr
+    rewrite_shards(copied_shards, lambda i, raw: poison(raw, np.nan))  # nothing left: one line, no report
+    result = run_cli("eval", "--shards", copied_shards, "--student", two_runs[0], *EVAL, "--out", tmp_path / "none")
+    assert_one_line_error(result, "no images were evaluated (skipped: non-finite teacher embedding: 12)")
+    assert not (tmp_path / "none" / "summary.json").exists()
+
+
+def test_a_student_with_non_finite_embeddings_is_one_line(tiny_shards, two_runs, tmp_path):
+    from mobilesam_srw.sam import checkpoint
+
+    student, _ = checkpoint.load_student(two_runs[0])
+    with torch.no_grad():
+        next(student.parameters()).fill_(float("nan"))
+    broken = tmp_path / "broken"
+    checkpoint.save(broken / checkpoint.STUDENT_FILE, checkpoint.student_record(student))
+    result = run_cli("eval", "--shards", tiny_shards, "--student", two_runs[0], broken, *EVAL, "--limit", "2",
+                     "--out", tmp_path / "r")
+    assert_one_line_error(result, "no images were evaluated (skipped: non-finite broken embedding: 2)")
+    result = run_cli("compare", "--shards", tiny_shards, "--runs", two_runs[0], broken, "--first", "1", "--grid", "2",
+                     "--device", "cpu", "--out", tmp_path / "figures")
+    assert_one_line_error(result, "student broken's embedding has NaN or inf values")
+
+
+def test_shards_without_avesim_are_evaluated_and_drawn(copied_shards, two_runs, tmp_path):
+    stored = {s.key: s.avesim for s in shards.iterate_shards(shards.shard_paths([copied_shards]), with_image=False)}
+    rewrite_shards(copied_shards, lambda i, raw: {k: v for k, v in raw.items() if k != shards.AVESIM_FIELD})
+    for computed in shards.iterate_shards(shards.shard_paths([copied_shards]), with_image=False):
+        np.testing.assert_allclose(computed.avesim, stored[computed.key], atol=2e-3)  # from fp16 storage
+    result = run_cli("eval", "--shards", copied_shards, "--student", *two_runs, *EVAL, "--limit", "2",
+                     "--out", tmp_path / "r")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("heatmap", "--shards", copied_shards, "--first", "1", "--out", tmp_path / "figures")
+    assert result.returncode == 0, result.stderr
+    rewrite_shards(copied_shards, lambda i, raw: poison(raw, np.nan))  # avesim computed from NaN: refused
+    result = run_cli("heatmap", "--shards", copied_shards, "--first", "1", "--out", tmp_path / "nan")
+    assert_one_line_error(result, "has NaN or inf values")
+    assert not (tmp_path / "nan").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda raw: {**raw, shards.META_FIELD: b"[1, 2]"}, "json: not an object"),
+    (lambda raw: {**raw, shards.META_FIELD: b"{broken"}, "Expecting property name"),
+    (lambda raw: with_meta(raw, original_size=None), "original_size is not [h, w]"),
+    (lambda raw: with_meta(raw, input_size=[0, 5]), "input_size is not [h, w]"),
+    (lambda raw: with_meta(raw, input_size=[100, 100]), "the record's input_size is 100x100"),
+    (lambda raw: {**raw, shards.AVESIM_FIELD: shards.npy_bytes(np.zeros((3, 3), np.float32))}, "avesim: a float32"),
+    (lambda raw: {**raw, shards.EMBEDDING_FIELD: shards.npy_bytes(np.zeros(256, np.float16))}, "is not [C, H, W]"),
+])
+def test_bad_records_are_one_line_in_eval_and_figures(copied_shards, two_runs, tmp_path, change, message):
+    rewrite_shards(copied_shards, lambda i, raw: change(raw) if i == 0 else raw)
+    for command in (["eval", "--student", two_runs[0], *EVAL], ["heatmap", "--first", "1"]):
+        result = run_cli(command[0], "--shards", copied_shards, *command[1:], "--out", tmp_path / command[0])
+        assert_one_line_error(result, message)
+        assert "shard-000000.tar" in result.stderr
+        assert not (tmp_path / "heatmap").exists()
+
+
+def test_gt_metrics_stay_in_range_whatever_the_annotations(copied_shards, two_runs, tmp_path):
+    """Annotations that did not come from our precompute are validated again at eval: dropped and counted."""
+    def hostile(index: int, raw: dict) -> dict:
+        meta = json.loads(raw[shards.META_FIELD])
+        good = meta["annotations"][0]
+        height, width = meta["original_size"]
+        if index == 1:
+            return with_meta(raw, annotations={"not": "a list"})
+        bad = [
+            {**good, "segmentation": {"size": [1, 1], "counts": "01"}},  # RLE of another image size
+            {**good, "segmentation": {"size": [height, width], "counts": "@@@@"}},  # malformed runs
+            {**good, "bbox": [width - 1, height - 1, 50, 50]},  # box leaves the image
+            {**good, "point_coords": [[-5, 3]]},  # click outside
+            {**good, "segmentation": {"size": [height, width], "counts": [height * width]}},  # empty mask
+            "not an object",
+            {**good, "bbox": [0, 0, float("inf"), 3]},
+        ]
+        return with_meta(raw, annotations=[good, *bad])
+
+    rewrite_shards(copied_shards, hostile)
+    out = tmp_path / "gt"
+    result = run_cli("eval", "--shards", copied_shards, "--student", *two_runs, "--mode", "gt", "--prompt", "box",
+                     "--limit", "3", "--device", "cpu", "--no-progress", "--out", out)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["annotations_dropped"] == 7 + 1 + 7 and summary["masks"] == 2
+    values = [*summary["miou"].values(), *summary["miou_vs_teacher"].values()]
+    assert all(0 <= value <= 100 for value in values), values
+    assert "15 invalid annotations left out" in (out / "table.md").read_text()
+
+
+# --- 4 and 6 for figures: one writer per folder, bad values before any folder ---------------------------------
+
+def test_figures_into_a_busy_folder_are_refused(tiny_shards, two_runs, tmp_path):
+    busy = tmp_path / "busy"
+    with output_lock(busy):
+        heatmap = run_cli("heatmap", "--shards", tiny_shards, "--first", "1", "--out", busy)
+        compare = run_cli("compare", "--shards", tiny_shards, "--runs", *two_runs, "--first", "1", "--grid", "2",
+                          "--device", "cpu", "--out", busy)
+    assert_one_line_error(heatmap, "is in use by another srw job")
+    assert_one_line_error(compare, "is in use by another srw job")
+    assert not list(busy.glob("*.png"))
+
+
+@pytest.mark.parametrize("command, option, value, message", [
+    ("heatmap", "--first", "0", "--first must be >= 1"),
+    ("heatmap", "--first", "-2", "--first must be >= 1"),
+    ("heatmap", "--tau", "0", "--tau must be > 0"),
+    ("heatmap", "--tau", "nan", "--tau must be a finite number"),
+    ("heatmap", "--keys", "sa_999", "--keys: not in the shards"),
+    ("compare", "--grid", "0", "--grid must be >= 1"),
+    ("compare", "--pred-iou-thresh", "nan", "--pred-iou-thresh must be a finite number"),
+    ("compare", "--stability-thresh", "-1", "--stability-thresh must be >= 0"),
+    ("compare", "--device", "bogus", "--device must be"),
+    ("compare", "--first", "0", "--first must be >= 1"),
+])
+def test_bad_figure_values(tiny_shards, two_runs, tmp_path, command, option, value, message):
+    runs = ["--runs", *two_runs, "--device", "cpu"] if command == "compare" else []
+    out = tmp_path / "figures"
+    assert_one_line_error(run_cli(command, "--shards", tiny_shards, *runs, option, value, "--out", out), message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["heatmap", "compare"])
+def test_figure_out_that_is_a_file(tiny_shards, two_runs, tmp_path, command):
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    runs = ["--runs", *two_runs, "--device", "cpu"] if command == "compare" else []
+    assert_one_line_error(run_cli(command, "--shards", tiny_shards, *runs, "--out", blocker), "is not a folder")
+    assert blocker.read_text() == "mine"

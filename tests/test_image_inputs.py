@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 from test_precompute import assert_one_line_error, read_all
 
 from mobilesam_srw import shards
-from mobilesam_srw.data_prep.annotations import coco_annotations, rle_runs, sa1b_annotations
+from mobilesam_srw.sam.annotations import coco_annotations, rle_runs, sa1b_annotations
 from mobilesam_srw.data_prep.images import decode_rgb
 from mobilesam_srw.data_prep.keys import unique_keys
 from mobilesam_srw.data_prep.sample_data import _photo, write_sample_folder

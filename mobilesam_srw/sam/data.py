@@ -12,7 +12,6 @@ from torch.utils.data import Dataset
 
 from mobilesam_srw import shards
 from mobilesam_srw.sam.transforms import pad_image
-from mobilesam_srw.srw import average_similarity
 from mobilesam_srw.tar_index import FileSpan
 
 
@@ -25,7 +24,7 @@ class EmbeddingShards(Dataset):
 
     Each item: ``image`` ``[3, S, S]`` uint8 (padded), ``size`` ``[2]`` (h, w),
     ``embedding`` ``[C, H, W]`` (fp16 stays fp16), ``avesim`` ``[H*W]`` float32 (stored, or computed
-    from the embedding when a shard has none), ``key``.
+    from the embedding when a shard has none: :func:`~mobilesam_srw.shards.decode_sample`), ``key``.
     """
 
     def __init__(self, samples: list[dict[str, FileSpan]], input_size: int) -> None:
@@ -38,15 +37,11 @@ class EmbeddingShards(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = shards.read_indexed(self.samples[index], as_float32=False)
         embedding = torch.from_numpy(sample.embedding)
-        if sample.avesim is not None:
-            avesim = torch.from_numpy(sample.avesim).flatten()
-        else:  # shards written without it: Eq. 4 over the teacher embedding's patches, here in the worker
-            avesim = average_similarity(embedding.flatten(1).T)
         return {
             "image": pad_image(sample.image, self.input_size),
             "size": torch.tensor(sample.image.shape[:2]),
             "embedding": embedding,
-            "avesim": avesim,
+            "avesim": torch.from_numpy(sample.avesim).flatten(),
             "key": sample.key,
         }
 

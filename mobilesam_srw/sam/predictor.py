@@ -132,6 +132,15 @@ def student_embedding(student: SamStudent, sample: ShardSample, device: torch.de
     return student(student_input(preprocessing, image, size, student.img_size)).float()
 
 
+def generator_default(name: str) -> float:
+    """A default of ``SamAutomaticMaskGenerator`` (e.g. ``pred_iou_thresh``): segment-anything's own value."""
+    import inspect
+
+    from segment_anything import SamAutomaticMaskGenerator
+
+    return inspect.signature(SamAutomaticMaskGenerator.__init__).parameters[name].default
+
+
 def automatic_masks(predictor: EmbeddingPredictor, points_per_side: int, **generator_options) -> list[dict]:
     """``SamAutomaticMaskGenerator`` ("everything" mode) on the predictor's installed embedding.
 
