@@ -25,19 +25,26 @@ Run = Callable[[argparse.Namespace], int]
 Subcommands = dict[str, tuple[str, AddArguments, Run]]
 
 
+def _command(module) -> tuple[str, AddArguments, Run]:
+    """A command module's ``HELP``, ``add_arguments`` and ``run``."""
+    return module.HELP, module.add_arguments, module.run
+
+
+def _modules(**modules) -> Subcommands:
+    """Subcommand name -> its module's (help, add_arguments, run)."""
+    return {name: _command(module) for name, module in modules.items()}
+
+
 def _subcommands() -> Subcommands:
     """``srw-sam``'s name -> (one-line help, add_arguments, run). Each ``run`` imports its stage lazily."""
     from mobilesam_srw.commands import demo, evaluate, export, figures, precompute, sample_data, train
 
     return {
-        "demo": (demo.HELP, demo.add_arguments, demo.run),
-        "precompute": (precompute.HELP, precompute.add_arguments, precompute.run),
-        "train": (train.HELP, train.add_arguments, train.run),
-        "export": (export.HELP, export.add_arguments, export.run),
-        "eval": (evaluate.HELP, evaluate.add_arguments, evaluate.run),
+        **_modules(demo=demo, precompute=precompute, train=train, export=export),
+        "eval": _command(evaluate),
         "heatmap": (figures.HEATMAP_HELP, figures.add_heatmap_arguments, figures.run_heatmap),
         "compare": (figures.COMPARE_HELP, figures.add_compare_arguments, figures.run_compare),
-        "make-sample-data": (sample_data.HELP, sample_data.add_arguments, sample_data.run),
+        "make-sample-data": _command(sample_data),
     }
 
 
@@ -114,13 +121,7 @@ def _clip_subcommands() -> Subcommands:
     """``srw-clip``'s name -> (one-line help, add_arguments, run). Each ``run`` imports its stage lazily."""
     from mobilesam_srw.commands import clip_demo, clip_eval, clip_export, clip_precompute, clip_train
 
-    return {
-        "demo": (clip_demo.HELP, clip_demo.add_arguments, clip_demo.run),
-        "precompute": (clip_precompute.HELP, clip_precompute.add_arguments, clip_precompute.run),
-        "train": (clip_train.HELP, clip_train.add_arguments, clip_train.run),
-        "eval": (clip_eval.HELP, clip_eval.add_arguments, clip_eval.run),
-        "export": (clip_export.HELP, clip_export.add_arguments, clip_export.run),
-    }
+    return _modules(demo=clip_demo, precompute=clip_precompute, train=clip_train, eval=clip_eval, export=clip_export)
 
 
 def clip_main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ from timm.models.tiny_vit import ConvNorm
 from torch import nn
 
 from mobilesam_srw.errors import SrwError
-from mobilesam_srw.sam.mobilesam_format import from_mobilesam
+from mobilesam_srw.sam.mobilesam_format import from_mobilesam, load_exactly
 from mobilesam_srw.sam.student import build_student, sam_neck
 from mobilesam_srw.sam.teacher import file_sha256
 
@@ -97,17 +97,7 @@ def load_image_encoder(state_dict: dict[str, torch.Tensor]) -> LiteMedSamImageEn
     state dict, loaded key for key; eval mode."""
     encoder = LiteMedSamImageEncoder()
     converted = from_mobilesam({k: v for k, v in state_dict.items() if k.startswith("image_encoder.")})
-    expected = encoder.state_dict().keys()
-    missing, unexpected = sorted(expected - converted.keys()), sorted(converted.keys() - expected)
-    if missing or unexpected:
-        raise SrwError(
-            f"LiteMedSAM image encoder weights do not fit: {len(missing)} missing keys (e.g. {missing[:2]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})"
-        )
-    try:
-        encoder.load_state_dict(converted, strict=True)
-    except RuntimeError as error:  # a shape mismatch
-        raise SrwError(f"LiteMedSAM image encoder weights do not fit: {str(error).splitlines()[1].strip()}") from None
+    load_exactly(encoder, converted, "LiteMedSAM image encoder weights do not fit")
     return encoder.eval()
 
 

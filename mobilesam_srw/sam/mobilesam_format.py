@@ -88,15 +88,18 @@ def from_mobilesam(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 def load_mobilesam_into(student: SamStudent, state_dict: dict[str, torch.Tensor]) -> None:
     """Load MobileSAM weights into ``student`` strictly; a mismatch is one clear line."""
     _check_tinyvit(student)
-    converted = from_mobilesam(state_dict)
-    expected = student.state_dict().keys()
-    missing, unexpected = sorted(expected - converted.keys()), sorted(converted.keys() - expected)
+    load_exactly(student, from_mobilesam(state_dict), f"MobileSAM weights do not fit {student.name}")
+
+
+def load_exactly(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state_dict`` into ``module`` key for key and shape for shape; a mismatch is one
+    :class:`SrwError` line starting with ``what``."""
+    expected = module.state_dict().keys()
+    missing, unexpected = sorted(expected - state_dict.keys()), sorted(state_dict.keys() - expected)
     if missing or unexpected:
-        raise SrwError(
-            f"MobileSAM weights do not fit {student.name}: {len(missing)} missing keys "
-            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
-        )
+        raise SrwError(f"{what}: {len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected "
+                       f"(e.g. {unexpected[:2]})")
     try:
-        student.load_state_dict(converted, strict=True)
+        module.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:  # a shape mismatch
-        raise SrwError(f"MobileSAM weights do not fit {student.name}: {str(error).splitlines()[1].strip()}") from None
+        raise SrwError(f"{what}: {str(error).splitlines()[1].strip()}") from None
