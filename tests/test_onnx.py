@@ -266,3 +266,43 @@ def test_missing_onnx_package_names_the_extra(two_runs, tmp_path):
     result = run_cli("export", "--run", two_runs[0], "--format", "onnx", "--out", tmp_path / "out",
                      env={**os.environ, "PYTHONPATH": pythonpath})
     assert_one_line_error(result, 'pip install "mobilesam-srw[onnx]"')
+
+
+def test_litemedsam_decoder_is_exported_in_its_own_frame(tmp_path):
+    """A student of LiteMedSAM's grid (256 px, stride 4, 64 x 64) exports with LiteMedSAM's prompt encoder
+    and mask decoder: the ONNX decoder on the teacher's own features gives the masks of LiteMedSAM's
+    ``SamPredictor`` for a box prompt (labels 2 and 3: the box's corners)."""
+    from skimage.data import coffee
+
+    from mobilesam_srw.sam.litemedsam import installed_checkpoint
+    from mobilesam_srw.sam.onnx_export import export_run_onnx
+    from mobilesam_srw.sam.teachers import load_teacher, teacher_predictor
+
+    weights = installed_checkpoint()
+    torch.manual_seed(4)
+    run = tmp_path / "run"
+    checkpoint.save(run / checkpoint.STUDENT_FILE, checkpoint.student_record(build_student("tinyvit-micro", 256, 4)))
+    outputs = export_run_onnx(run, tmp_path / "onnx", weights)
+    teacher = load_teacher("litemedsam", weights)
+    predictor = teacher_predictor(teacher)
+    image = coffee()[::2, ::2]
+    predictor.set_image(image)
+    box = np.array([60.0, 40.0, 220.0, 180.0])
+    with torch.no_grad():
+        expected, expected_scores, _ = predictor.predict(box=box, multimask_output=False, return_logits=True)
+    corners = predictor.transform.apply_coords(box.reshape(2, 2), image.shape[:2])
+    masks, scores, _ = session(outputs.decoder).run(None, {
+        "image_embeddings": predictor.features.numpy(), "point_coords": corners[None].astype(np.float32),
+        "point_labels": np.array([[2, 3]], np.float32), "mask_input": np.zeros((1, 1, 256, 256), np.float32),
+        "has_mask_input": np.zeros(1, np.float32), "orig_im_size": np.array(image.shape[:2], np.float32)})
+    np.testing.assert_allclose(masks[0, 0], expected[0], rtol=2e-5, atol=1e-4)  # logits of magnitude 30
+    np.testing.assert_allclose(scores[0, 0], expected_scores[0], rtol=0, atol=1e-5)
+    with pytest.raises(SrwError, match="takes 256 px to a 64x64 embedding; the student takes 256 px to 16x16"):
+        export_run_onnx(two_student_run(tmp_path), tmp_path / "refused", weights)
+
+
+def two_student_run(tmp_path: Path) -> Path:
+    """A stride-16 student at 256 px: its 16 x 16 grid is not LiteMedSAM's."""
+    run = tmp_path / "stride16"
+    checkpoint.save(run / checkpoint.STUDENT_FILE, checkpoint.student_record(build_student("tinyvit-micro", 256)))
+    return run

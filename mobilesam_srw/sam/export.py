@@ -13,25 +13,23 @@ from mobilesam_srw.sam import checkpoint
 from mobilesam_srw.sam.mobilesam_format import to_mobilesam
 from mobilesam_srw.sam.student import SamStudent
 from mobilesam_srw.sam.transforms import PATCH_SIZE
-from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam, prompt_and_decoder, sam_config_from_dict
+from mobilesam_srw.sam.teacher import prompt_and_decoder
+from mobilesam_srw.sam.teachers import decoder_from_checkpoint
 
 MOBILESAM_STUDENT = "tinyvit-5m"  # the architecture of MobileSAM's vit_t
 
 
 def student_sam(student: SamStudent, sam_checkpoint: Path) -> Sam:
-    """A segment-anything ``Sam`` whose image encoder is ``student`` (our own MobileSAM)."""
-    saved = checkpoint.load(sam_checkpoint)
-    if isinstance(saved, dict) and "sam_config" in saved:
-        config = sam_config_from_dict(saved["sam_config"])
-    else:
-        config = SAM_CONFIGS["vit_b"]  # prompt encoder and decoder are the same for every released SAM
-    if config.image_size != student.img_size or student.stride != config.patch_size:
-        raise SrwError(f"the teacher's input is {config.image_size} px at stride {config.patch_size}; the student's "
-                       f"is {student.img_size} px at stride {student.stride}")
-    sam = build_sam(config)
+    """A segment-anything ``Sam`` whose image encoder is ``student`` and whose prompt encoder and mask
+    decoder are those of the teacher checkpoint (SAM, MobileSAM, LiteMedSAM or a tiny teacher:
+    :func:`~mobilesam_srw.sam.teachers.decoder_from_checkpoint`), in the teacher's frame."""
+    sam = decoder_from_checkpoint(sam_checkpoint)
+    size, grid = sam.image_encoder.img_size, tuple(sam.prompt_encoder.image_embedding_size)
+    if student.img_size != size or tuple(student.embedding_shape[1:]) != grid:
+        raise SrwError(f"the teacher of {Path(sam_checkpoint).name} takes {size} px to a {grid[0]}x{grid[1]} "
+                       f"embedding; the student takes {student.img_size} px to "
+                       f"{student.embedding_shape[1]}x{student.embedding_shape[2]}")
     sam.image_encoder = student
-    sam.load_state_dict({**{f"image_encoder.{k}": v for k, v in student.state_dict().items()},
-                         **prompt_and_decoder(sam_checkpoint)})
     return sam.eval()
 
 

@@ -46,6 +46,7 @@ from mobilesam_srw.sam.teacher import (
     file_sha256,
     guess_sam_type,
     read_tiny_teacher,
+    sam_config_from_dict,
 )
 
 PROMPT_ENCODER, MASK_DECODER = "prompt_encoder.", "mask_decoder."
@@ -220,9 +221,10 @@ def describe_checkpoint(state_dict: dict[str, torch.Tensor]) -> str:
     return guess_sam_type(state_dict)
 
 
-def _state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The weights in a checkpoint file; a ``{"model": weights, ...}`` wrapper is unwrapped."""
-    saved = checkpoint_io.load(path)
+def _state_dict(path: Path, saved: object = None) -> dict[str, torch.Tensor]:
+    """The weights in a checkpoint file (or in ``saved``, its content read already); a
+    ``{"model": weights, ...}`` wrapper is unwrapped."""
+    saved = checkpoint_io.load(path) if saved is None else saved
     if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
         saved = saved["model"]
     if not isinstance(saved, dict) or not all(isinstance(v, torch.Tensor) for v in saved.values()):
@@ -398,4 +400,25 @@ def decoder_from_record(record: dict, checkpoint: Path | None = None, verify: bo
         looks_like = describe_checkpoint(state_dict)
         if looks_like != spec.name:
             raise SrwError(f"checkpoint {path.name} does not fit teacher {spec.name}: it looks like {looks_like}")
+    return _assemble(spec, StoredEncoder(spec.input_size), state_dict, path)
+
+
+def decoder_from_checkpoint(path: Path) -> Sam:
+    """The prompt encoder and mask decoder of a teacher checkpoint around a :class:`StoredEncoder`
+    of the teacher's input size, told by the file alone (for export, where no manifest is at hand).
+
+    A tiny teacher's file gives its saved config; LiteMedSAM's and MobileSAM's are recognised by their
+    keys (:func:`describe_checkpoint`) and take their registry sizes; any other file takes SAM's
+    (every released SAM has the same prompt encoder and mask decoder, at 1024 px and 64 x 64).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SrwError(f"checkpoint not found: {path}")
+    saved = checkpoint_io.load(path)
+    state_dict = _state_dict(path, saved)
+    if isinstance(saved, dict) and "sam_config" in saved:
+        config = sam_config_from_dict(saved["sam_config"])
+        spec = replace(TEACHERS["tiny"], input_size=config.image_size, embedding_shape=config.embedding_shape)
+    else:
+        spec = TEACHERS.get(describe_checkpoint(state_dict), TEACHERS["vit_h"])
     return _assemble(spec, StoredEncoder(spec.input_size), state_dict, path)
