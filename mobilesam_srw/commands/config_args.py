@@ -29,9 +29,10 @@ def _scalar_type(annotation: Any) -> tuple[type, bool]:
 
 
 def _default_text(field: dataclasses.Field) -> str:
-    if field.default is dataclasses.MISSING or field.default in (None, False, [], ()):
+    default = field.default
+    if default is dataclasses.MISSING or default is None or default is False or default in ([], ()):  # 0 is shown
         return ""
-    return f" (default {field.default})"
+    return f" (default {default})".replace("%", "%%")  # help is an argparse %-format string
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, exclude: Iterable[str] = ()) -> None:
