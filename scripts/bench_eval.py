@@ -47,7 +47,8 @@ def stored_embedding_seconds(folder: Path, repeats: int = 20) -> float:
     embedding = rng.standard_normal((256, 64, 64)).astype(np.float32)
     with wds.TarWriter(str(shard), encoder=False) as writer:
         writer.write(shards.encode_sample("sa_1", shards.encode_image(np.zeros((683, 1024, 3), np.uint8)), embedding,
-                                          rng.random((64, 64)).astype(np.float32), {"key": "sa_1"}, "fp16"))
+                                          rng.random((64, 64)).astype(np.float32),
+                                          {"original_size": [683, 1024], "input_size": [683, 1024]}, "fp16"))
     members, _ = index_tar(shard)
 
     def read():

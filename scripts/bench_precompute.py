@@ -78,7 +78,7 @@ def main() -> None:
         with wds.TarWriter(str(path), encoder=False, mtime=0) as writer:
             for index, (image, embedding) in enumerate(zip(resized, embeddings)):
                 avesim = average_similarity(torch.from_numpy(embedding).flatten(1).T).view(64, 64).numpy()
-                meta = {"key": f"sa_{index}", "annotations": []}
+                meta = {"original_size": list(image.shape[:2]), "input_size": list(image.shape[:2]), "annotations": []}
                 writer.write(shards.encode_sample(f"sa_{index}", shards.encode_image(image), embedding, avesim, meta, dtype))
         sizes[dtype] = path.stat().st_size / args.images
         if dtype == "int8":

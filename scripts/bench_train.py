@@ -5,7 +5,7 @@
 
 The CPU config trains ``--student`` at 256 px on shards precomputed here from the sample
 photos (a tiny random teacher). The SRW share is the time of the SRW-only work of a step
-(``patch_weights`` on the batch's stored avesim, and the weighted instead of the plain mean),
+(``item_weights`` on the batch's stored avesim, and the weighted instead of the plain mean),
 over the step time. With ``--gpu`` the same is measured at 1024 px, batch 64, bf16 AMP
 (synthetic shards: random 1024-px images and fp16 embeddings), with peak memory.
 """
@@ -25,7 +25,7 @@ import webdataset as wds
 from mobilesam_srw import shards
 from mobilesam_srw.data_prep.precompute import PrecomputeConfig, run_precompute
 from mobilesam_srw.data_prep.sample_data import write_sample_sa1b
-from mobilesam_srw.sam.loss import patch_weights
+from mobilesam_srw.engine.weighting import item_weights
 from mobilesam_srw.sam.train import TrainConfig, train
 from mobilesam_srw.srw import reweighted_mean
 
@@ -38,7 +38,7 @@ def srw_only_seconds(batch: int, patches: int, device: str, repeats: int = 50) -
     per_patch = torch.rand(batch, patches, device=device, requires_grad=True)
 
     def srw_part():
-        weights = patch_weights(avesim, 0.5, "softmax")
+        weights = item_weights(avesim, 0.5, "softmax")
         reweighted_mean(per_patch, weights).backward()
         if device == "cuda":
             torch.cuda.synchronize()
@@ -73,8 +73,9 @@ def synthetic_shards(folder: Path, count: int, size: int = 1024) -> None:
             image = rng.integers(0, 255, (size, size * 2 // 3, 3), dtype=np.uint8)
             embedding = rng.standard_normal((256, side, side)).astype(np.float32)
             avesim = rng.random((side, side)).astype(np.float32)
+            size_hw = list(image.shape[:2])
             writer.write(shards.encode_sample(f"sa_{index}", shards.encode_image(image), embedding, avesim,
-                                              {"key": f"sa_{index}"}, "fp16"))
+                                              {"original_size": size_hw, "input_size": size_hw}, "fp16"))
 
 
 def main() -> None:
