@@ -251,6 +251,12 @@ def read_manifest(folder: Path) -> dict | None:
         raise SrwError(f"{path} is not a readable manifest: {str(error).splitlines()[0][:200]}") from None
     if not isinstance(manifest, dict):
         raise SrwError(f"{path} is not a manifest (a JSON object)")
+    listed = manifest.get("shards", [])
+    if not (isinstance(listed, list) and all(
+            isinstance(entry, dict) and isinstance(entry.get("name"), str) and Path(entry["name"]).name == entry["name"]
+            and isinstance(entry.get("samples"), int) and not isinstance(entry["samples"], bool)
+            for entry in listed)):
+        raise SrwError(f"{path}: its shards are not a list of {{name, samples}} entries")
     return manifest
 
 
@@ -266,7 +272,25 @@ def resolve_shards(patterns: Iterable[str], what: str = "--shards") -> list[str]
     paths = shard_paths(patterns)
     if not paths:
         raise SrwError(f"{what}: no shards match {' '.join(map(str, patterns))}")
+    for pattern in patterns:
+        if missing := _listed_but_missing(Path(pattern)):
+            raise SrwError(f"{what}: {missing[0].parent / MANIFEST_NAME} lists {len(missing)} shard(s) that are "
+                           f"missing, e.g. {missing[0].name}; restore them, or rerun precompute into the folder")
     return paths
+
+
+def _listed_but_missing(pattern: Path) -> list[Path]:
+    """Shards that the manifest beside ``pattern`` (a folder, or a glob or file in one) lists, that
+    ``pattern`` would match, and that are not there."""
+    import fnmatch
+
+    folder = pattern if pattern.is_dir() else pattern.parent
+    manifest = read_manifest(folder) if folder.is_dir() else None
+    if manifest is None:
+        return []
+    listed = [folder / entry["name"] for entry in manifest.get("shards", [])]
+    return [path for path in listed if not path.is_file()
+            and (pattern.is_dir() or fnmatch.fnmatchcase(str(path), str(pattern)))]
 
 
 def index_shards(paths: Iterable[str]) -> list[dict]:

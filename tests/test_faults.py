@@ -327,3 +327,25 @@ def test_figure_out_that_is_a_file(tiny_shards, two_runs, tmp_path, command):
     runs = ["--runs", *two_runs, "--device", "cpu"] if command == "compare" else []
     assert_one_line_error(run_cli(command, "--shards", tiny_shards, *runs, "--out", blocker), "is not a folder")
     assert blocker.read_text() == "mine"
+
+
+@pytest.mark.parametrize("pattern", ["{folder}", "{folder}/*.tar", "{folder}/shard-00000[0-2].tar"])
+def test_a_manifest_listing_shards_that_are_gone_is_one_line(copied_shards, two_runs, tmp_path, pattern):
+    (copied_shards / "shard-000001.tar").unlink()
+    given = pattern.format(folder=copied_shards)
+    for command in (["train", *TRAIN], ["eval", "--student", two_runs[0], *EVAL], ["heatmap"]):
+        out = tmp_path / command[0]
+        result = run_cli(command[0], "--shards", given, *command[1:], "--out", out)
+        assert_one_line_error(result, "lists 1 shard(s) that are missing, e.g. shard-000001.tar")
+        assert not out.exists()
+    assert run_cli("heatmap", "--shards", f"{copied_shards}/shard-000000.tar", "--first", "1",
+                   "--out", tmp_path / "one").returncode == 0  # the shards asked for are all there
+
+
+@pytest.mark.parametrize("shards_entry", ['"x"', '[1]', '[{"name": "../x.tar", "samples": 1}]',
+                                          '[{"name": "a.tar", "samples": "4"}]'])
+def test_a_manifest_with_a_malformed_shard_list_is_one_line(copied_shards, tmp_path, shards_entry):
+    manifest = json.loads((copied_shards / "manifest.json").read_text())
+    (copied_shards / "manifest.json").write_text(json.dumps({**manifest, "shards": json.loads(shards_entry)}))
+    result = run_cli("train", "--shards", copied_shards, *TRAIN, "--out", tmp_path / "run")
+    assert_one_line_error(result, "its shards are not a list of {name, samples} entries")
