@@ -46,6 +46,29 @@ def run_stage(stage: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, torc
     return x, preact
 
 
+def staged_features(stem: torch.Tensor, stages: tuple[nn.Sequential, ...]) -> tuple[torch.Tensor, dict]:
+    """The stages after the stem: the globally pooled last map, and mdistiller's feature dict
+    (``feats`` and ``preact_feats``: the stem and each stage's output; ``pooled_feat``).
+
+    mdistiller pools with a fixed ``AvgPool2d`` over the last map (8x8 or 4x4 on CIFAR); the
+    adaptive pool is the same there and also serves other input sizes.
+    """
+    feats, preacts, x = [stem], [stem], stem
+    for stage in stages:
+        x, preact = run_stage(stage, x)
+        feats.append(x)
+        preacts.append(preact)
+    pooled = F.adaptive_avg_pool2d(x, 1).flatten(1)
+    return pooled, {"feats": feats, "preact_feats": preacts, "pooled_feat": pooled}
+
+
+def init_convs_kaiming(model: nn.Module) -> None:
+    """He initialisation of every convolution (mdistiller's ResNets)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+
 class CifarResNet(nn.Module):
     """ResNet of depth 6n+2 for 32x32 inputs.
 
@@ -75,17 +98,10 @@ class CifarResNet(nn.Module):
             in_channels = channels
         self.layer1, self.layer2, self.layer3 = stages
         self.fc = nn.Linear(in_channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        init_convs_kaiming(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        stem = F.relu(self.bn1(self.conv1(x)))
-        f1, p1 = run_stage(self.layer1, stem)
-        f2, p2 = run_stage(self.layer2, f1)
-        f3, p3 = run_stage(self.layer3, f2)
-        pooled = F.adaptive_avg_pool2d(f3, 1).flatten(1)  # mdistiller: AvgPool2d(8) on the 8x8 map
-        features = {"feats": [stem, f1, f2, f3], "preact_feats": [stem, p1, p2, p3], "pooled_feat": pooled}
+        pooled, features = staged_features(F.relu(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))
         return self.fc(pooled), features
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mobilesam_srw.cls.models.resnet import run_stage
+from mobilesam_srw.cls.models.resnet import init_convs_kaiming, staged_features
 
 
 def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
@@ -90,18 +90,11 @@ class CifarResNetV2(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.linear = nn.Linear(in_channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        init_convs_kaiming(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        stem = F.relu(self.bn1(self.conv1(x)))
-        f1, p1 = run_stage(self.layer1, stem)
-        f2, p2 = run_stage(self.layer2, f1)
-        f3, p3 = run_stage(self.layer3, f2)
-        f4, p4 = run_stage(self.layer4, f3)
-        pooled = F.adaptive_avg_pool2d(f4, 1).flatten(1)
-        features = {"feats": [stem, f1, f2, f3, f4], "preact_feats": [stem, p1, p2, p3, p4], "pooled_feat": pooled}
+        stages = (self.layer1, self.layer2, self.layer3, self.layer4)
+        pooled, features = staged_features(F.relu(self.bn1(self.conv1(x))), stages)
         return self.linear(pooled), features
 
 

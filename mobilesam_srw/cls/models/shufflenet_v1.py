@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mobilesam_srw.cls.models.resnet import run_stage
+from mobilesam_srw.cls.models.resnet import staged_features
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -87,12 +87,7 @@ class ShuffleNetV1(nn.Module):
         self.linear = nn.Linear(in_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        stem = F.relu(self.bn1(self.conv1(x)))
-        f1, p1 = run_stage(self.layer1, stem)
-        f2, p2 = run_stage(self.layer2, f1)
-        f3, p3 = run_stage(self.layer3, f2)
-        pooled = F.adaptive_avg_pool2d(f3, 1).flatten(1)  # mdistiller: avg_pool2d(4) on the 4x4 map
-        features = {"feats": [stem, f1, f2, f3], "preact_feats": [stem, p1, p2, p3], "pooled_feat": pooled}
+        pooled, features = staged_features(F.relu(self.bn1(self.conv1(x))), (self.layer1, self.layer2, self.layer3))
         return self.linear(pooled), features
 
 
