@@ -111,7 +111,7 @@ def write_shard(path: Path, embedding: np.ndarray, count: int = 4) -> None:
             image = rng.integers(0, 255, (256, 200, 3), dtype=np.uint8)
             avesim = np.zeros(embedding.shape[1:], np.float32)
             writer.write(shards.encode_sample(f"sa_{index}", shards.encode_image(image), embedding, avesim,
-                                              {"key": f"sa_{index}"}, "fp32"))
+                                              {"original_size": [256, 200], "input_size": [256, 200]}, "fp32"))
 
 
 def test_bad_training_input(tmp_path, tiny_shards):
