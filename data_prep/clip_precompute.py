@@ -15,6 +15,7 @@ complete shards; a folder of another teacher, dtype, image format or input is re
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -24,14 +25,14 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from mobilesam_srw import shards
-from mobilesam_srw.atomic import read_json, write_json
+from mobilesam_srw.atomic import read_json, remove_leftovers, write_json
 from mobilesam_srw.clip import shards as clip_shards
 from mobilesam_srw.clip.teacher import ClipTeacher, PixelTransform, build_clip_teacher, save_teacher_checkpoint
 from mobilesam_srw.clip.teacher_record import RANDOM_TEACHER_FILE, differing_fields
 from mobilesam_srw.data_prep import img2dataset, shard_encoding, writer
 from mobilesam_srw.data_prep.plan import Plan, make_plan
 from mobilesam_srw.data_prep.sample_pipeline import skip_reason
-from mobilesam_srw.data_prep.sources import ImageLimits, SampleRef, SourceOptions
+from mobilesam_srw.data_prep.sources import BadSample, ImageLimits, SampleRef, SourceOptions
 from mobilesam_srw.data_prep.subset import parse_subset
 from mobilesam_srw.distributed import DistributedContext, distributed_context
 from mobilesam_srw.engine.config import default_workers
@@ -101,12 +102,15 @@ class PreparedImageText(Dataset):
         pixels: the teacher's :class:`~mobilesam_srw.clip.teacher.PixelTransform` (open_clip's resize,
             crop and RGB conversion).
         image_format: ``png`` or ``jpg``.
-        limits: file size and pixel limits.
+        limits: file size and pixel limits; the pixel limit also bounds the image the teacher's resize
+            makes (a 1 x 20000 px strip would become 224 x 4.5M px before its centre crop).
+        image_size: the teacher's input ``(H, W)``.
     """
 
     def __init__(self, items: list[tuple[int, SampleRef]], pixels: PixelTransform, image_format: str,
-                 limits: ImageLimits) -> None:
+                 limits: ImageLimits, image_size: tuple[int, int]) -> None:
         self.items, self.pixels, self.image_format, self.limits = items, pixels, image_format, limits
+        self.image_size = image_size
 
     def __len__(self) -> int:
         return len(self.items)
@@ -116,6 +120,11 @@ class PreparedImageText(Dataset):
         base = {"shard": shard, "key": ref.key, "source": ref.source}
         try:
             sample = ref.load(self.limits)
+            width, height = sample.image.size
+            resized = max(self.image_size) ** 2 * max(width, height) // min(width, height)  # short side to the input
+            if resized > self.limits.max_pixels:
+                raise BadSample(f"aspect ratio: {width}x{height} px would be resized to {resized} pixels > "
+                                f"{self.limits.max_pixels}")
             image, pixels = clip_shards.stored_pixels(self.pixels(sample.image), self.image_format)
         except Exception as error:  # any fault of this one sample skips it
             return {**base, "skip": skip_reason(error)}
@@ -125,10 +134,14 @@ class PreparedImageText(Dataset):
 
 
 def teacher_hook(teacher: ClipTeacher, image_format: str, dtype: str) -> shard_encoding.EncodeBatch:
-    """The teacher's part of the loop: embed the decoded stored pixels, make the shard samples."""
+    """The teacher's part of the loop: embed the decoded stored pixels, make the shard samples. A NaN or
+    inf embedding is the teacher's fault (the pixels are 8-bit), so it stops the run with one line."""
 
     def encode_batch(items: list[dict]) -> list[dict]:
         embeddings = teacher.encode(np.stack([item["pixels"] for item in items])).cpu().numpy()
+        if bad := [item["key"] for item, row in zip(items, embeddings) if not np.isfinite(row).all()]:
+            raise SrwError(f"the teacher {teacher.identity.name} gave NaN or inf embeddings for {len(bad)} of "
+                           f"{len(items)} samples ({', '.join(bad[:3])}); are its weights sound?")
         return [clip_shards.encode_sample(item["key"], item["image"], image_format, embedding, item["caption"],
                                           item["meta"], dtype)
                 for item, embedding in zip(items, embeddings)]
@@ -200,29 +213,45 @@ def check_output_folder(out: Path, run: dict) -> None:
                        "arguments or choose a new --out")
 
 
-def _teacher_checkpoint(config: ClipPrecomputeConfig) -> Path:
-    """The teacher's file: ``--checkpoint``, or the random teacher saved beside the shards (made on first use)."""
+def _teacher_before_lock(config: ClipPrecomputeConfig) -> ClipTeacher:
+    """The teacher, built before the output folder is touched, so a bad name, tag or file is one line and
+    no folder: from ``--checkpoint``, from the random teacher an earlier run saved beside the shards, or a
+    new random one (in memory; :func:`_teacher_file` saves it)."""
+    saved = config.out / RANDOM_TEACHER_FILE
+    if config.checkpoint is not None or saved.is_file():
+        return build_clip_teacher(config.teacher, config.checkpoint or saved, config.pretrained_tag)
+    return build_clip_teacher(config.teacher, None, config.pretrained_tag, seed=config.seed)
+
+
+def _teacher_file(config: ClipPrecomputeConfig, teacher: ClipTeacher) -> tuple[ClipTeacher, Path]:
+    """The teacher and its file (under the folder's lock): ``--checkpoint``, or the random teacher saved
+    beside the shards (saved now and rebuilt from the file, which gives it a sha256, on first use)."""
     if config.checkpoint is not None:
-        return Path(config.checkpoint)
+        return teacher, Path(config.checkpoint)
     path = config.out / RANDOM_TEACHER_FILE
-    if not path.is_file():
-        config.out.mkdir(parents=True, exist_ok=True)
-        save_teacher_checkpoint(build_clip_teacher(config.teacher, seed=config.seed), path)
-    return path
+    if teacher.identity.checkpoint_sha256 is None:
+        save_teacher_checkpoint(teacher, path)
+        teacher = build_clip_teacher(config.teacher, path, config.pretrained_tag)
+    return teacher, path
 
 
-def _setup(config: ClipPrecomputeConfig, ctx: DistributedContext, plan: Plan) -> tuple[ClipTeacher, dict]:
-    """Rank 0 builds the teacher, checks and records the folder (nothing is written into a foreign
-    folder); then every rank holds the same teacher and run record."""
+def _setup(config: ClipPrecomputeConfig, ctx: DistributedContext, plan: Plan,
+           locks: contextlib.ExitStack) -> tuple[ClipTeacher, dict]:
+    """Rank 0 builds the teacher and checks the folder, then locks it, removes what a killed run left and
+    records the run (nothing is written on a bad input or into a foreign folder); then every rank holds
+    the same teacher and run record. The lock is held until ``locks`` closes."""
     error, teacher = None, None
     if ctx.is_main:
         try:
             check_output_folder(config.out, settings_record(config, plan))  # before the teacher: fail fast
-            checkpoint = _teacher_checkpoint(config)
-            teacher = build_clip_teacher(config.teacher, checkpoint, config.pretrained_tag)
+            teacher = _teacher_before_lock(config)
+            check_output_folder(config.out, {"teacher": teacher.identity.as_dict()})  # before anything is saved
+            locks.enter_context(output_lock(config.out))  # creates the folder; one writer per folder
+            for folder in (config.out, config.out / writer.PARTS_DIR):
+                remove_leftovers(folder)  # temporary files of a killed run
+            teacher, checkpoint = _teacher_file(config, teacher)
             run = run_record(config, teacher, checkpoint, plan)
-            check_output_folder(config.out, run)
-            config.out.mkdir(parents=True, exist_ok=True)
+            check_output_folder(config.out, run)  # under the lock: the folder as it is now
             write_json(config.out / writer.RUN_FILE, run)  # a resume may record the checkpoint's new path
         except SrwError as failure:
             error = str(failure)
@@ -245,10 +274,12 @@ def run_clip_precompute(config: ClipPrecomputeConfig) -> dict:
     """Run (or resume) a CLIP precompute; returns the manifest of ``config.out`` (every rank gets it)."""
     config.check()
     config.out = Path(config.out)
+    if any(tar.parent.resolve() == config.out.resolve() for tar in img2dataset.discover_tars(config.img2dataset)):
+        raise SrwError(f"--out {config.out} holds input tars: write the shards into a folder of their own")
     discovery = img2dataset.discover(config.img2dataset, SourceOptions(limits=config.limits))
     plan = make_plan(discovery, parse_subset(config.subset), config.seed, config.shard_size, config.limit)
-    with distributed_context(config.device) as ctx, output_lock(config.out, ctx):
-        teacher, run = _setup(config, ctx, plan)
+    with distributed_context(config.device) as ctx, contextlib.ExitStack() as locks:
+        teacher, run = _setup(config, ctx, plan, locks)
         if ctx.is_main:
             _loud_random_note(teacher)
             for skip in plan.skipped:
@@ -256,7 +287,7 @@ def run_clip_precompute(config: ClipPrecomputeConfig) -> dict:
         started = time.perf_counter()
         pending = shard_encoding.pending_shards(config.out, plan, ctx)
         prepared = PreparedImageText(shard_encoding.planned_items(plan, pending), teacher.pixels,
-                                     config.image_format, config.limits)
+                                     config.image_format, config.limits, teacher.identity.image_size)
         written = shard_encoding.encode_shards(
             config.out, plan, pending, prepared, teacher_hook(teacher, config.image_format, config.dtype),
             run["plan_fingerprint"], config.batch_size, config.workers, config.progress and ctx.is_main,

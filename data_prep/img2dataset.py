@@ -36,6 +36,7 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # preference order when a key
 CAPTION_EXTENSION = "txt"
 RECORD_EXTENSION = "json"
 _SHOWN_KEY_CHARACTERS = 60
+_SAMPLE_EXTENSIONS = (*IMAGE_EXTENSIONS, CAPTION_EXTENSION, RECORD_EXTENSION)
 
 
 def key_problem(key: str) -> str | None:
@@ -202,7 +203,9 @@ def pair_members(members: dict[str, FileSpan], source: str) -> tuple[list[ImageT
     for key, fields in groups.items():
         image = next((fields[extension] for extension in IMAGE_EXTENSIONS if extension in fields), None)
         if image is None and CAPTION_EXTENSION not in fields and RECORD_EXTENSION not in fields:
-            continue  # no member a sample has: some other file, nothing to record
+            if any(extension.rpartition(".")[2] in _SAMPLE_EXTENSIONS for extension in fields):  # x.y.jpg
+                skipped.append(Skip(key[:200], source, f"unsafe key: a dot in {key}.{next(iter(fields))}"[:200]))
+            continue  # else no member a sample has: some other file, nothing to record
         problem = key_problem(key)
         if problem is None and image is None:
             problem = f"missing image (.{'/.'.join(IMAGE_EXTENSIONS)})"

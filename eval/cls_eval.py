@@ -8,6 +8,7 @@ otherwise; it is scored as a row too.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from mobilesam_srw.cls.metrics import ClassificationMeter, ClassificationMetrics
 from mobilesam_srw.cls.train import load_classifier
 from mobilesam_srw.distributed import resolve_device
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.lock import output_lock
 from mobilesam_srw.options import check_options, option
 
 TEACHER_ROW = "teacher"
@@ -101,24 +103,37 @@ def evaluate_classifiers(config: ClsEvalConfig) -> dict:
     if len(set(labels)) != len(labels):
         labels = [str(run) for run in config.runs]
     modelled = {TEACHER_ROW: teacher, **{label: model.to(device) for label, (model, _) in zip(labels, loaded)}}
-    meters = {label: ClassificationMeter() for label in modelled}
     loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, num_workers=config.workers)
-    for batch in tqdm(loader, desc="eval", unit="batch", disable=not config.progress):
-        images, targets = batch["image"].to(device), batch["label"]
-        teacher_logits, teacher_features = teacher(images)
-        ranking = teacher_features["pooled_feat"].float().cpu()
-        for label, model in modelled.items():
-            logits = teacher_logits if model is teacher else model(images)[0]
-            meters[label].update(logits.float().cpu(), targets, ranking)
-    results = {label: meter.compute() for label, meter in meters.items()}
-    summary = {"dataset": config.dataset, "runs": [str(r) for r in config.runs],
-               "results": {label: _json_safe(m.as_dict()) for label, m in results.items()}}
-    table = report_table(results)
-    if config.out is not None:
-        out = Path(config.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "summary.json", summary)
-        with atomic_path(out / "table.md") as temporary:
-            temporary.write_text(table)
+    with output_lock(config.out) if config.out is not None else contextlib.nullcontext():  # one writer per folder
+        results = _score(modelled, teacher, loader, device, config.progress)
+        summary = {"dataset": config.dataset, "runs": [str(r) for r in config.runs],
+                   "results": {label: _json_safe(m.as_dict()) for label, m in results.items()}}
+        table = report_table(results)
+        if config.out is not None:
+            write_json(Path(config.out) / "summary.json", summary)
+            with atomic_path(Path(config.out) / "table.md") as temporary:
+                temporary.write_text(table)
     summary["table"] = table
     return summary
+
+
+def _finite(label: str, values: torch.Tensor) -> torch.Tensor:
+    """``values`` if all are finite; else one line naming the model (NaN logits would count as some class,
+    NaN features would rank the bands at random, and the table be quietly wrong)."""
+    if not torch.isfinite(values).all():
+        raise SrwError(f"{label} gives NaN or inf outputs on the evaluation data; are its weights sound?")
+    return values
+
+
+def _score(modelled: dict[str, torch.nn.Module], teacher: torch.nn.Module, loader: DataLoader,
+           device: torch.device, progress: bool) -> dict[str, ClassificationMetrics]:
+    """Top-1/top-5 and bands of every model (the teacher's pooled features rank the bands)."""
+    meters = {label: ClassificationMeter() for label in modelled}
+    for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress):
+        images, targets = batch["image"].to(device), batch["label"]
+        teacher_logits, teacher_features = teacher(images)
+        ranking = _finite(TEACHER_ROW, teacher_features["pooled_feat"].float().cpu())
+        for label, model in modelled.items():
+            logits = teacher_logits if model is teacher else model(images)[0]
+            meters[label].update(_finite(label, logits.float().cpu()), targets, ranking)
+    return {label: meter.compute() for label, meter in meters.items()}

@@ -8,6 +8,7 @@ method), Table 7 (Reversing vs ours), Table 8 (a tau sweep), Table 9 (SumNormali
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -36,20 +37,50 @@ class RunResult:
         return self.teacher, self.student, self.method
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _name(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+# config.json fields a table reads: what each must be.
+_CONFIG_CHECKS = {
+    "dataset": (_name, "a name"), "teacher": (_name, "a name"), "student": (_name, "a name"),
+    "method": (_name, "a name"), "normalizer": (_name, "a name"),
+    "srw": (lambda value: isinstance(value, bool), "true or false"),
+    "tau": (_number, "a finite number"),
+    "seed": (lambda value: isinstance(value, int) and not isinstance(value, bool), "an integer"),
+}
+
+
 def read_run(path: Path) -> RunResult:
-    """A run folder's configuration and last validation top-1; one-line error if it has none."""
+    """A run folder's configuration and last validation top-1; anything missing or malformed is one line naming it."""
     path = Path(path)
     try:
         config = json.loads((path / "config.json").read_text())
         lines = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    except (OSError, ValueError) as error:
-        raise SrwError(f"{path} is not a readable srw-cls run folder: {error}") from None
-    validations = [line for line in lines if line.get("split") == "val" and "top1" in line]
-    if not validations or not config.get("method"):
+    except (OSError, ValueError, RecursionError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise SrwError(f"{path} is not a readable srw-cls run folder: {reason}") from None
+    if not isinstance(config, dict) or not config.get("method"):
         raise SrwError(f"{path}: no validation result of a distillation run (train with held-out data first)")
-    return RunResult(path, config["dataset"], config["teacher"], config["student"], config["method"],
-                     bool(config["srw"]), config["normalizer"], float(config["tau"]), int(config["seed"]),
-                     100.0 * validations[-1]["top1"])
+    for name, (valid, expected) in _CONFIG_CHECKS.items():
+        if not valid(config.get(name)):
+            raise SrwError(f"{path / 'config.json'}: {name} is {json.dumps(config.get(name))[:80]}, not {expected}")
+    if not all(isinstance(line, dict) for line in lines):
+        raise SrwError(f"{path / 'metrics.jsonl'}: line {[isinstance(line, dict) for line in lines].index(False) + 1} "
+                       "is not a JSON object")
+    validations = [line for line in lines if line.get("split") == "val" and "top1" in line]
+    if not validations:
+        raise SrwError(f"{path}: no validation result of a distillation run (train with held-out data first)")
+    top1 = validations[-1]["top1"]
+    if not _number(top1) or not 0 <= top1 <= 1:
+        raise SrwError(f"{path / 'metrics.jsonl'}: the last validation top-1 is {json.dumps(top1)[:80]}, "
+                       "not a fraction in [0, 1]")
+    return RunResult(path, config["dataset"], config["teacher"], config["student"], config["method"], config["srw"],
+                     config["normalizer"], float(config["tau"]), config["seed"], 100.0 * top1)
 
 
 def _cell(values: list[float]) -> str:

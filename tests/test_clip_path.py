@@ -312,7 +312,8 @@ def test_one_line_errors(stored, data, single_run, capsys):
     assert "not srw-clip shards" in error_of("train", "--shards", data / "sam_like", "--out", data / "y", *TRAIN)
     broken = data / "broken"  # a shard whose first image lost its bytes
     broken.mkdir()
-    (broken / "manifest.json").write_bytes((stored / "manifest.json").read_bytes())
+    for name in ("manifest.json", "shard-000001.tar"):  # every shard the manifest lists is there
+        (broken / name).write_bytes((stored / name).read_bytes())
     shard = bytearray((stored / "shard-000000.tar").read_bytes())
     with tarfile.open(stored / "shard-000000.tar") as archive:
         member = archive.getmember("000000000.png")

@@ -11,6 +11,8 @@ from pathlib import Path
 from torch import nn
 
 from mobilesam_srw.clip.student import build_clip_student
+from mobilesam_srw.clip.teacher_record import check_identity_record
+from mobilesam_srw.cls.models.loading import load_weights
 from mobilesam_srw.engine.checkpoint import CHECKPOINT_DIR, LAST_CHECKPOINT, STUDENT_FILE, load
 from mobilesam_srw.errors import SrwError
 
@@ -34,9 +36,28 @@ def student_record(module: nn.Module, student: str, embed_dim: int, image_size: 
             "teacher": teacher, "teacher_checkpoint": teacher_checkpoint, "model": module.state_dict(), **extra}
 
 
+def _check_record(record: dict, path: Path) -> None:
+    """A one-line SrwError naming ``path`` unless the record's fields are what rebuilding needs."""
+    def positive(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    checks = {
+        "student": (isinstance(record.get("student"), str), "a model name"),
+        "embed_dim": (positive(record.get("embed_dim")), "a positive integer"),
+        "image_size": (isinstance(record.get("image_size"), (list, tuple)) and len(record["image_size"]) == 2
+                       and all(positive(n) for n in record["image_size"]), "[h, w] of positive integers"),
+        "teacher_checkpoint": (isinstance(record.get("teacher_checkpoint"), (str, type(None))), "a path or null"),
+    }
+    for name, (valid, expected) in checks.items():
+        if not valid:
+            raise SrwError(f"{path}: its record's {name} is {record.get(name)!r:.80}, not {expected}")
+    check_identity_record(record.get("teacher"), str(path))
+
+
 def load_clip_student(path: Path) -> tuple[nn.Module, dict]:
     """A student (eval mode) and its record, from a run folder (its ``student.pt``, else its last
-    checkpoint) or a file."""
+    checkpoint) or a file. A file that is not a well-formed srw-clip student (its fields, its weights'
+    keys and shapes, finite weights) is one line naming it."""
     path = Path(path)
     if path.is_dir():
         final = path / STUDENT_FILE
@@ -44,6 +65,7 @@ def load_clip_student(path: Path) -> tuple[nn.Module, dict]:
     record = load(path)
     if record.get("kind") != STUDENT_KIND or "model" not in record:
         raise SrwError(f"{path} is not a student file or training checkpoint of srw-clip")
+    _check_record(record, path)
     student = build_clip_student(record["student"], record["embed_dim"], tuple(record["image_size"]))
-    student.load_state_dict(record["model"])
+    load_weights(student, record["model"], str(path))
     return student.eval(), record

@@ -35,6 +35,7 @@ from mobilesam_srw.cls.metrics import TABLE4_BANDS, TABLE4_BATCH_SIZE, band_name
 from mobilesam_srw.distributed import resolve_device
 from mobilesam_srw.engine.config import default_workers
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.lock import output_lock
 from mobilesam_srw.options import check_options, option
 
 IMAGENET_SYNSETS = 1000
@@ -76,8 +77,9 @@ class ClipEvalConfig:
         check_options(self)
         if not Path(self.data).is_dir():
             raise SrwError(f"--data {self.data} is not a folder")
-        if Path(self.out).exists() and not Path(self.out).is_dir():
-            raise SrwError(f"--out {self.out} exists and is not a folder")
+        for flag, folder in (("--out", self.out), ("--cache-dir", self.cache_dir)):
+            if Path(folder).exists() and not Path(folder).is_dir():
+                raise SrwError(f"{flag} {folder} exists and is not a folder")
 
 
 class _TeacherPixels(Dataset):
@@ -130,21 +132,33 @@ def _run_names(paths: list[Path]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(path) for path in paths]
 
 
+def _checked(name: str, embedding: torch.Tensor, batch: list[dict], samples: list[tuple[str, int]]) -> torch.Tensor:
+    """``embedding`` if every value is finite; else one line naming the model and an image (a NaN or inf
+    embedding would be classified as some class, and the accuracy be quietly wrong)."""
+    finite = torch.isfinite(embedding).all(dim=1)
+    if not finite.all():
+        first = samples[batch[int((~finite).nonzero()[0])]["index"]][0]
+        raise SrwError(f"{name} gives NaN or inf embeddings for {int((~finite).sum())} of {len(batch)} images of a "
+                       f"batch (first: {first}); are its weights sound?")
+    return embedding
+
+
 def _embed(models: dict[str, torch.nn.Module], teacher: ClipTeacher, loader: DataLoader, device: torch.device,
            progress: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Image embeddings of every model (``teacher`` first), the labels and dataset indices."""
+    """Image embeddings of every model (``teacher`` first, each checked finite), the labels and dataset indices."""
     features: dict[str, list[torch.Tensor]] = {name: [] for name in ["teacher", *models]}
     labels, indices = [], []
     height, width = teacher.identity.image_size
+    samples = loader.dataset.samples
     with torch.no_grad():
         for batch in tqdm(loader, unit="batch", desc="eval", disable=not progress):
             if failed := [item["error"] for item in batch if "error" in item]:
                 raise SrwError(failed[0])
             pixels = pixels_channels_first(np.stack([item["pixels"] for item in batch]), (height, width)).to(device)
-            features["teacher"].append(teacher.encode(pixels).cpu())
+            features["teacher"].append(_checked("the teacher", teacher.encode(pixels).float().cpu(), batch, samples))
             image = normalize_pixels(pixels, teacher.mean, teacher.std)
             for name, model in models.items():
-                features[name].append(model(image).float().cpu())
+                features[name].append(_checked(f"student {name}", model(image).float().cpu(), batch, samples))
             labels.append(torch.tensor([item["label"] for item in batch]))
             indices.append(torch.tensor([item["index"] for item in batch]))
     return {name: torch.cat(parts) for name, parts in features.items()}, torch.cat(labels), torch.cat(indices)
@@ -257,30 +271,30 @@ def evaluate_clip(config: ClipEvalConfig) -> dict:
     models = {name: model.to(device) for name, (model, _) in zip(names, loaded)}
     loader = DataLoader(_TeacherPixels(samples, teacher.pixels), batch_size=config.batch_size,
                         num_workers=config.workers, collate_fn=list)
-    features, labels, indices = _embed(models, teacher, loader, device, config.progress)
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(config.band_seed))
-    results, predictions = summarize(features, labels, classifier, order, config.band_size)
-    labels_of_bands = band_names(config.band_size, TABLE4_BANDS)
+    with output_lock(config.out):  # one writer per report folder, from the first image to the last file
+        features, labels, indices = _embed(models, teacher, loader, device, config.progress)
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(config.band_seed))
+        results, predictions = summarize(features, labels, classifier, order, config.band_size)
+        labels_of_bands = band_names(config.band_size, TABLE4_BANDS)
 
-    runs = [{"name": name, "path": str(path), "student": record["student"], "loss": record.get("loss"),
-             "tau": record.get("tau"), "normalizer": record.get("normalizer"), "steps": record.get("steps"),
-             **results[name]} for name, path, (_, record) in zip(names, config.students, loaded)]
-    summary = {
-        "data": str(config.data), "images": len(labels), "classes": len(classes), "classnames": classnames_source,
-        "templates": len(templates),
-        "teacher": {**identity, "description": teacher.identity.describe(), **results["teacher"]},
-        "runs": runs,
-        "delta": {**{key: runs[-1][key] - runs[0][key] for key in ("top1", "top5", "agreement", "cosine")},
-                  "bands": {label: _difference(runs[-1]["bands"][label], runs[0]["bands"][label])
-                            for label in labels_of_bands}},
-        "bands": {"batch_size": config.band_size, "labels": labels_of_bands, "seed": config.band_seed},
-    }
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "summary.json", summary)
-    table = markdown_table(summary)
-    with atomic_path(out / "table.md") as temporary:
-        temporary.write_text(table)
-    _write_predictions(out / "predictions.csv", samples, indices, labels, predictions)
-    print(table, file=sys.stderr)
-    return summary
+        runs = [{"name": name, "path": str(path), "student": record["student"], "loss": record.get("loss"),
+                 "tau": record.get("tau"), "normalizer": record.get("normalizer"), "steps": record.get("steps"),
+                 **results[name]} for name, path, (_, record) in zip(names, config.students, loaded)]
+        summary = {
+            "data": str(config.data), "images": len(labels), "classes": len(classes), "classnames": classnames_source,
+            "templates": len(templates),
+            "teacher": {**identity, "description": teacher.identity.describe(), **results["teacher"]},
+            "runs": runs,
+            "delta": {**{key: runs[-1][key] - runs[0][key] for key in ("top1", "top5", "agreement", "cosine")},
+                      "bands": {label: _difference(runs[-1]["bands"][label], runs[0]["bands"][label])
+                                for label in labels_of_bands}},
+            "bands": {"batch_size": config.band_size, "labels": labels_of_bands, "seed": config.band_seed},
+        }
+        out = Path(config.out)
+        write_json(out / "summary.json", summary)
+        table = markdown_table(summary)
+        with atomic_path(out / "table.md") as temporary:
+            temporary.write_text(table)
+        _write_predictions(out / "predictions.csv", samples, indices, labels, predictions)
+        print(table, file=sys.stderr)
+        return summary

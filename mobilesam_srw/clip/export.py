@@ -57,8 +57,13 @@ def distilled_clip_config(teacher: ClipTeacher, student_name: str, record: dict[
 
 
 def _is_export(folder: Path) -> bool:
+    """Whether ``folder`` holds an export (a readable config with our record); anything else is not one."""
     config = folder / CONFIG_FILE
-    return config.is_file() and RECORD_KEY in read_json(config)
+    try:
+        record = read_json(config) if config.is_file() else None
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(record, dict) and isinstance(record.get(RECORD_KEY), dict)
 
 
 def export_distilled_clip(
@@ -113,7 +118,7 @@ def read_export_record(path: Path) -> dict[str, Any]:
         raise SrwError(f"{path} is not a distilled CLIP export (no {CONFIG_FILE})")
     try:
         record = read_json(config_file).get(RECORD_KEY)
-    except (ValueError, AttributeError) as error:
+    except (ValueError, AttributeError, RecursionError) as error:
         raise SrwError(f"cannot read {config_file}: {error}") from None
     if not isinstance(record, dict) or record.get("format") != EXPORT_FORMAT:
         raise SrwError(f"{path} is an open_clip folder but not a mobilesam-srw export")

@@ -112,34 +112,67 @@ def image_field(fields: Iterable[str]) -> str | None:
     return next((name for name in IMAGE_FORMATS if name in fields), None)
 
 
-def decode_sample(raw: dict, with_image: bool = True, as_float32: bool = True,
-                  with_embedding: bool = True) -> ClipSample:
+def decode_embedding(raw: dict, as_float32: bool = True, embed_dim: int | None = None) -> np.ndarray:
+    """The ``[D]`` embedding of a sample's fields: fp16 or fp32 as stored (``EMBEDDING_DTYPES``), finite,
+    ``embed_dim`` long when given; anything else is a :class:`ValueError` naming the field."""
+    stored = shards.load_npy(raw[EMBEDDING_FIELD])
+    if stored.dtype not in (np.float16, np.float32) or stored.ndim != 1 or (
+            embed_dim is not None and stored.shape[0] != embed_dim):
+        raise ValueError(f"embedding: a {stored.dtype} array of shape {list(stored.shape)} is not a stored "
+                         f"[{embed_dim or 'D'}] fp16/fp32 embedding")
+    if not np.isfinite(stored).all():
+        raise ValueError(f"embedding: {int((~np.isfinite(stored)).sum())} of its {stored.size} values are NaN or inf")
+    return stored.astype(np.float32, copy=False) if as_float32 else stored
+
+
+def decode_sample(raw: dict, with_image: bool = True, as_float32: bool = True, with_embedding: bool = True,
+                  image_size: tuple[int, int] | None = None, embed_dim: int | None = None) -> ClipSample:
     """Decode a raw sample (field -> bytes); unknown fields are ignored, nothing is unpickled.
+
+    What later steps rely on is checked (a :class:`ValueError` naming the field otherwise): a safe key,
+    a decodable image of ``image_size`` ``(H, W)``, a finite ``[embed_dim]`` fp16/fp32 embedding (when
+    given), a UTF-8 caption and a JSON object.
 
     Args:
         raw: the sample's fields.
         with_image: decode the pixels (else an empty array).
         as_float32: fp16 embeddings become float32 (else they stay float16).
         with_embedding: decode the embedding (else an empty array).
+        image_size: the teacher's input ``(H, W)`` the pixels must have (the manifest's), if known.
+        embed_dim: the embedding size ``D`` (the manifest's), if known.
     """
     if not shards.is_safe_key(raw["__key__"]):
         raise ValueError(f"key: {raw['__key__'][:80]!r} is not a safe sample key ({shards.KEY_PATTERN.pattern})")
     field = image_field(raw)
     if with_image and field is None:
         raise ValueError(f"sample {raw.get('__key__')}: no image field ({', '.join(IMAGE_FORMATS)})")
+    pixels = np.empty((0, 0, 3), np.uint8)
+    if with_image:
+        try:
+            pixels = shards.decode_image(raw[field])
+        except ValueError:
+            raise ValueError(f"image: not a decodable {field.upper()}") from None
+        if image_size is not None and pixels.shape[:2] != tuple(image_size):
+            raise ValueError(f"image: {pixels.shape[1]}x{pixels.shape[0]} px, not the teacher's "
+                             f"{image_size[1]}x{image_size[0]}")
+    meta = json.loads(raw[META_FIELD])
+    if not isinstance(meta, dict):
+        raise ValueError(f"{META_FIELD}: a {type(meta).__name__}, not an object")
     return ClipSample(
         key=raw["__key__"],
-        pixels=shards.decode_image(raw[field]) if with_image else np.empty((0, 0, 3), np.uint8),
-        embedding=shards.decode_embedding(raw, as_float32) if with_embedding else np.empty(0, np.float32),
+        pixels=pixels,
+        embedding=decode_embedding(raw, as_float32, embed_dim) if with_embedding else np.empty(0, np.float32),
         caption=raw[CAPTION_FIELD].decode("utf-8") if CAPTION_FIELD in raw else "",
-        meta=json.loads(raw[META_FIELD]),
+        meta=meta,
     )
 
 
-def index_clip_shards(paths: Iterable[str]) -> list[dict]:
+def index_clip_shards(paths: Iterable[str], counts: dict[str, int] | None = None) -> list[dict]:
     """One entry per sample, in shard and member order: ``__key__`` and field -> :class:`FileSpan`.
 
     Reads tar headers only, for random access in training (``shards.index_shards`` for CLIP's fields).
+    With ``counts`` (shard path -> samples, :func:`listed_counts`), a shard holding another number of
+    samples than its manifest lists (cut at a member boundary, or replaced) is one line.
     """
     samples: list[dict] = []
     for path in paths:
@@ -159,15 +192,19 @@ def index_clip_shards(paths: Iterable[str]) -> list[dict]:
             if missing:
                 raise SrwError(f"shard {path}: sample {key} has no {', '.join(missing)} (not a srw-clip shard?)")
             samples.append({"__key__": key, **fields})
+        if counts is not None and counts.get(str(path)) != len(by_key):
+            raise SrwError(f"shard {path} holds {len(by_key)} samples, its {shards.MANIFEST_NAME} lists "
+                           f"{counts.get(str(path))} (a truncated or replaced shard?)")
     return samples
 
 
-def read_indexed(spans: dict, with_image: bool = True, as_float32: bool = True,
-                 with_embedding: bool = True) -> ClipSample:
-    """Decode one sample of :func:`index_clip_shards`, reading only the members it needs.
+def read_indexed(spans: dict, with_image: bool = True, as_float32: bool = True, with_embedding: bool = True,
+                 image_size: tuple[int, int] | None = None, embed_dim: int | None = None) -> ClipSample:
+    """Decode one sample of :func:`index_clip_shards` (checked as :func:`decode_sample` does), reading
+    only the members it needs.
 
-    Anything wrong with it (a truncated member, a bad image, JSON or array, an unsafe key) is one
-    :class:`SrwError` line naming the shard and the sample.
+    Anything wrong with it (a truncated member, a bad image, JSON or array, a NaN embedding, an unsafe
+    key) is one :class:`SrwError` line naming the shard and the sample.
     """
     key = spans["__key__"]
     where = next((span.path for name, span in spans.items() if name != "__key__"), "?")
@@ -176,17 +213,24 @@ def read_indexed(spans: dict, with_image: bool = True, as_float32: bool = True,
     try:
         raw = {"__key__": key}
         raw.update({field: span.read() for field, span in spans.items() if field in wanted})
-        return decode_sample(raw, with_image=with_image, as_float32=as_float32, with_embedding=with_embedding)
+        return decode_sample(raw, with_image=with_image, as_float32=as_float32, with_embedding=with_embedding,
+                             image_size=image_size, embed_dim=embed_dim)
     except (ValueError, KeyError, TypeError, OSError, RecursionError, UnicodeDecodeError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise SrwError(f"shard {where}: sample {key[:80]!r}: {reason}") from None
 
 
 def read_clip_manifests(paths: list[str]) -> list[dict]:
-    """The ``manifest.json`` of every folder holding ``paths``; each must be a srw-clip manifest."""
+    """The ``manifest.json`` of every folder holding ``paths``, checked: a srw-clip manifest of this
+    format version with a well-formed teacher record, listing every one of ``paths`` (shards it lists
+    that are gone are refused by :func:`mobilesam_srw.shards.resolve_shards`). Anything else is one line
+    naming the file."""
+    from mobilesam_srw.clip.teacher_record import check_identity_record
+
     manifests = []
     for folder in sorted({str(Path(path).parent) for path in paths}):
         manifest = shards.read_manifest(Path(folder))
+        where = Path(folder) / shards.MANIFEST_NAME
         if manifest is None:
             raise SrwError(f"{folder} has no {shards.MANIFEST_NAME}; point --shards at srw-clip precompute output")
         if manifest.get("format") != FORMAT:
@@ -194,8 +238,21 @@ def read_clip_manifests(paths: list[str]) -> list[dict]:
         if manifest.get("format_version") != FORMAT_VERSION:
             raise SrwError(f"{folder} holds srw-clip shards of format version {manifest.get('format_version')}; "
                            f"this release reads {FORMAT_VERSION}")
+        check_identity_record(manifest.get("teacher"), str(where))
+        listed = {entry["name"] for entry in manifest.get("shards", [])}  # its form is read_manifest's check
+        if unlisted := [path for path in paths if Path(path).parent == Path(folder) and Path(path).name not in listed]:
+            raise SrwError(f"{unlisted[0]} is not listed in {where} (not written by its precompute)")
         manifests.append(manifest)
     return manifests
+
+
+def listed_counts(paths: list[str]) -> dict[str, int]:
+    """Shard path -> the samples its (checked) manifest lists, for :func:`index_clip_shards`."""
+    counts = {}
+    for manifest, folder in zip(read_clip_manifests(paths), sorted({str(Path(path).parent) for path in paths})):
+        listed = {entry["name"]: entry["samples"] for entry in manifest.get("shards", [])}
+        counts.update({path: listed[Path(path).name] for path in paths if str(Path(path).parent) == folder})
+    return counts
 
 
 def shard_teacher(paths: list[str]) -> dict:

@@ -85,8 +85,14 @@ class _ShardSet:
         paths = shards.resolve_shards(patterns, option_name)
         manifests = clip_shards.read_clip_manifests(paths)
         teacher = clip_shards.shard_teacher(paths)
-        return cls(paths, teacher, manifests[0].get("teacher_checkpoint"), tuple(teacher["image_size"]),
+        recorded = manifests[0].get("teacher_checkpoint")
+        return cls(paths, teacher, recorded if isinstance(recorded, str) else None, tuple(teacher["image_size"]),
                    int(teacher["embed_dim"]))
+
+    def dataset(self, with_embedding: bool) -> ClipEmbeddingShards:
+        """The shards' samples, each checked against the manifest (count, image size, embedding size)."""
+        samples = clip_shards.index_clip_shards(self.paths, clip_shards.listed_counts(self.paths))
+        return ClipEmbeddingShards(samples, with_embedding, self.image_size, self.embed_dim)
 
 
 class ClipTask(Task):
@@ -104,7 +110,7 @@ class ClipTask(Task):
         self.mean, self.std = tuple(self.data.teacher["mean"]), tuple(self.data.teacher["std"])
 
     def train_dataset(self) -> ClipEmbeddingShards:
-        return ClipEmbeddingShards(clip_shards.index_clip_shards(self.data.paths), with_embedding=not self.config.online)
+        return self.data.dataset(with_embedding=not self.config.online)
 
     def val_dataset(self) -> ClipEmbeddingShards | None:
         if not self.config.val_shards:
@@ -112,7 +118,7 @@ class ClipTask(Task):
         held_out = _ShardSet.resolve(self.config.val_shards, "--val-shards")
         if held_out.teacher["checkpoint_sha256"] != self.data.teacher["checkpoint_sha256"]:
             raise SrwError("--val-shards were written by another teacher than --shards")
-        return ClipEmbeddingShards(clip_shards.index_clip_shards(held_out.paths), with_embedding=not self.config.online)
+        return held_out.dataset(with_embedding=not self.config.online)
 
     def build_student(self) -> nn.Module:
         return build_clip_student(self.config.student, self.data.embed_dim, self.data.image_size)

@@ -12,9 +12,13 @@ shards as :data:`RANDOM_TEACHER_FILE`, so it is rebuilt like any other.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import re
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -32,6 +36,56 @@ def identity_from_dict(record: dict) -> TeacherIdentity:
     for name in ("image_size", "mean", "std"):
         values[name] = tuple(values[name])
     return TeacherIdentity(**values)
+
+
+def _integer(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _optional_text(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _numbers(value: Any, count: int) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) == count
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+
+
+# What every later stage relies on in a teacher record (manifest, student file): each TeacherIdentity field.
+_IDENTITY_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (lambda v: isinstance(v, str) and bool(v), "a model name"),
+    "checkpoint": (_optional_text, "a file name or null"),
+    "checkpoint_sha256": (lambda v: v is None or (isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) is not None),
+                          "a sha256 or null"),
+    "random_seed": (lambda v: v is None or _integer(v, -(2**63)), "an integer or null"),
+    "pretrained_tag": (_optional_text, "a tag or null"),
+    "image_size": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_integer(n, 1) for n in v),
+                   "[h, w] of positive integers"),
+    "embed_dim": (lambda v: _integer(v, 1), "a positive integer"),
+    "mean": (lambda v: _numbers(v, 3), "3 finite numbers"),
+    "std": (lambda v: _numbers(v, 3) and min(v) > 0, "3 positive finite numbers"),
+    "interpolation": (lambda v: isinstance(v, str), "a name"),
+    "resize_mode": (lambda v: isinstance(v, str), "a name"),
+    "fill_color": (lambda v: _integer(v, 0), "an integer >= 0"),
+    "quick_gelu": (lambda v: isinstance(v, bool), "true or false"),
+    "open_clip_version": (lambda v: isinstance(v, str), "a version"),
+}
+
+
+def check_identity_record(record: Any, where: str) -> dict:
+    """``record`` if it is a well-formed ``TeacherIdentity.as_dict()``; else a one-line :class:`SrwError`
+    naming ``where`` (the manifest or student file it came from) and the first bad field."""
+    if not isinstance(record, dict):
+        raise SrwError(f"{where}: the teacher record is {type(record).__name__}, not an object")
+    fields = [field.name for field in dataclasses.fields(TeacherIdentity)]
+    if missing := [name for name in fields if name not in record]:
+        raise SrwError(f"{where}: the teacher record has no {', '.join(missing)}")
+    if unknown := sorted(map(str, set(record) - set(fields))):
+        raise SrwError(f"{where}: the teacher record has unknown fields {', '.join(unknown)}")
+    for name, (valid, expected) in _IDENTITY_CHECKS.items():
+        if not valid(record[name]):
+            raise SrwError(f"{where}: the teacher record's {name} is {json.dumps(record[name])[:80]}, not {expected}")
+    return record
 
 
 def _plain(record: dict) -> dict:

@@ -146,6 +146,8 @@ def cached_zero_shot_classifier(
             raise SrwError(f"cannot read cached classifier {path} (delete it to rebuild): {error}") from None
         if weights.shape != expected_shape or weights.dtype != np.float32:
             raise SrwError(f"cached classifier {path} is {weights.dtype} {weights.shape}, not float32 {expected_shape}")
+        if not np.isfinite(weights).all():
+            raise SrwError(f"cached classifier {path} holds NaN or inf (delete it to rebuild)")
         return torch.from_numpy(weights)
     weights = build_zero_shot_classifier(teacher.model, teacher.tokenizer, classnames, templates, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)

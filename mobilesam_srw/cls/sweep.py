@@ -8,11 +8,14 @@ A sweep is GPU-days, so ``srw-cls sweep`` does not run it: it writes ``commands.
 from __future__ import annotations
 
 import itertools
+import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mobilesam_srw.atomic import atomic_path
+from mobilesam_srw.cls.data import DATASET_FAMILY
+from mobilesam_srw.cls.models import MODEL_FAMILIES
 from mobilesam_srw.errors import SrwError
 
 # mdistiller's and RepDistiller's teacher folders: <dir>/<teacher>_vanilla/ckpt_epoch_240.pth
@@ -50,13 +53,31 @@ class Sweep:
     gpus: int = 1
     extra: list[str] = field(default_factory=list)
 
-    def runs(self) -> list[tuple[str, list[str]]]:
-        """(run folder name, ``srw-cls train`` arguments) of every run."""
-        runs = []
-        for pair, method, seed in itertools.product(self.pairs, self.methods, self.seeds):
+    def check(self) -> None:
+        """One-line :class:`SrwError` for a value no run could take: an unknown data set or model (a model name
+        also names the run folder, so it cannot reach outside ``out``), a tau that is not a positive finite
+        number, fewer than one GPU."""
+        if not DATASET_FAMILY.get(self.dataset):
+            raise SrwError(f"--dataset must be one of {', '.join(n for n, f in DATASET_FAMILY.items() if f)}, "
+                           f"got {self.dataset!r}")
+        models = MODEL_FAMILIES[DATASET_FAMILY[self.dataset]]
+        for pair in self.pairs:
             teacher, sep, student = pair.partition(":")
             if not sep or not teacher or not student:
                 raise SrwError(f"--pairs: expected teacher:student, got {pair!r}")
+            if unknown := [name for name in (teacher, student) if name not in models]:
+                raise SrwError(f"--pairs: {unknown[0]!r} is not a {self.dataset} model ({', '.join(models)})")
+        if bad := [tau for tau in self.taus if not (math.isfinite(tau) and tau > 0)]:
+            raise SrwError(f"--taus must be positive finite numbers, got {bad[0]}")
+        if self.gpus < 1:
+            raise SrwError(f"--gpus must be >= 1, got {self.gpus}")
+
+    def runs(self) -> list[tuple[str, list[str]]]:
+        """(run folder name, ``srw-cls train`` arguments) of every run; each folder is named once."""
+        self.check()
+        runs = []
+        for pair, method, seed in itertools.product(self.pairs, self.methods, self.seeds):
+            teacher, _, student = pair.partition(":")
             checkpoint = self.teacher_dir / TEACHER_CHECKPOINT.format(teacher=teacher)
             base = [
                 "--dataset",
@@ -83,6 +104,10 @@ class Sweep:
             for name, options in variants:
                 folder = f"{teacher}_{student}_{name}_seed{seed}"
                 runs.append((folder, [*base, *options, "--out", str(self.out / folder), "--no-progress"]))
+        folders = [folder for folder, _ in runs]
+        if repeated := sorted({folder for folder in folders if folders.count(folder) > 1}):
+            raise SrwError(f"two runs of the sweep would share the folder {repeated[0]} (a repeated pair, method, "
+                           "tau or seed?)")
         return runs
 
     def commands(self) -> list[str]:
@@ -105,8 +130,8 @@ def write_sweep(sweep: Sweep, folder: Path) -> list[Path]:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise SrwError(f"--script-dir {folder} exists and is not a folder")
+    commands = sweep.commands()  # every value checked before the folder is made
     folder.mkdir(parents=True, exist_ok=True)
-    commands = sweep.commands()
     files = {
         "commands.txt": "\n".join(commands) + "\n",
         "run_all.sh": "#!/usr/bin/env bash\n# Every run of the sweep, one after another; rerun to resume.\nset -e\n"

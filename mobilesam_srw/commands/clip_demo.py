@@ -151,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(ClipDemoConfig, args)
     check_options(config)
+    if config.out.exists() and not config.out.is_dir():
+        raise SrwError(f"--out {config.out} exists and is not a folder")
     if (config.out / "report.md").exists() or (config.out / "runs").exists():
         raise SrwError(f"{config.out} holds an earlier demo; remove it or pass another --out")
     run_clip_demo(config)

@@ -66,11 +66,15 @@ def _add_table(parser: argparse.ArgumentParser) -> None:
 
 def _run_table(args: argparse.Namespace) -> int:
     from mobilesam_srw.atomic import atomic_path
+    from mobilesam_srw.errors import SrwError
     from mobilesam_srw.eval.cls_tables import comparison_tables, read_run
 
+    if args.out is not None and args.out.is_dir():
+        raise SrwError(f"--out {args.out} is a folder; name the Markdown file to write")
     table = comparison_tables([read_run(run) for run in args.runs])
     print(table)
     if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(args.out) as temporary:
             temporary.write_text(table)
     return 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobilesam_srw.atomic import atomic_path
+from mobilesam_srw.errors import SrwError
 from mobilesam_srw.options import check_options, option
 
 TEACHER, STUDENT = "cnn_digits_teacher", "cnn_digits_student"
@@ -45,6 +46,8 @@ def run_demo(config: ClsDemoConfig) -> Path:
 
     check_options(config)
     out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise SrwError(f"--out {out} exists and is not a folder")
     runs = out / "runs"
     common = dict(dataset="digits", epochs=config.epochs, workers=0, device="cpu", progress=False)
     started = time.perf_counter()

@@ -36,7 +36,13 @@ class ImageFolderItems(Dataset):
         return len(self.folder)
 
     def __getitem__(self, index: int) -> dict:
-        image, label = self.folder[index]
+        """The item; an image that cannot be decoded (corrupt, truncated, empty) is one line naming it."""
+        try:
+            image, label = self.folder[index]
+        except Exception as error:  # Pillow raises many types on a malformed file
+            reason = (str(error).strip().splitlines() or [""])[0]
+            raise SrwError(f"cannot read image {self.folder.samples[index][0]}: {type(error).__name__}: "
+                           f"{reason}"[:400]) from None
         return make_item(image, label, index, self.keys[index])
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from mobilesam_srw.cls.models import digits_cnn, imagenet, mobilenetv2, resnet, resnetv2, shufflenet_v1, shufflenet_v2, vgg, wrn
-from mobilesam_srw.cls.models.loading import load_teacher_checkpoint
+from mobilesam_srw.cls.models.loading import load_teacher_checkpoint, load_weights
 from mobilesam_srw.errors import SrwError
 
 CIFAR_MODELS: dict[str, Callable[[int], nn.Module]] = {
@@ -149,5 +149,6 @@ __all__ = [
     "create",
     "feature_shapes",
     "load_teacher_checkpoint",
+    "load_weights",
     "stage_channels",
 ]

@@ -75,6 +75,23 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
             )
 
 
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise a one-line SrwError if a floating-point tensor of ``state`` holds NaN or inf."""
+    bad = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise SrwError(f"{source} holds NaN or inf weights ({_first(bad)}); a diverged or damaged file?")
+
+
+def load_weights(model: nn.Module, checkpoint: object, source: str) -> nn.Module:
+    """Load a loaded checkpoint (a state dict or a dict holding one) into ``model`` strictly: exactly
+    its keys and shapes, every weight finite; anything else is a one-line SrwError naming ``source``."""
+    state = unwrap_state_dict(checkpoint, source)
+    check_state_dict(model, state, source)
+    check_finite(state, source)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
 def load_teacher_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     """Load weights from a local file into ``model``, strictly.
 
@@ -87,8 +104,8 @@ def load_teacher_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
         ``model``, with the weights loaded (its mode unchanged).
 
     Raises:
-        SrwError: a missing or unreadable file, or keys / shapes that differ from the model's
-            (the message names the first missing and unexpected keys).
+        SrwError: a missing or unreadable file, keys / shapes that differ from the model's (the
+            message names the first missing and unexpected keys), or NaN or inf weights.
     """
     path = Path(path)
     if not path.is_file():
@@ -98,7 +115,4 @@ def load_teacher_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     except Exception as error:  # torch raises many types for a bad or unsafe file
         message = str(error).strip().splitlines()
         raise SrwError(f"cannot read checkpoint {path}: {message[0] if message else type(error).__name__}") from None
-    state = unwrap_state_dict(checkpoint, str(path))
-    check_state_dict(model, state, str(path))
-    model.load_state_dict(state, strict=True)
-    return model
+    return load_weights(model, checkpoint, str(path))
