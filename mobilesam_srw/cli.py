@@ -16,7 +16,8 @@ from mobilesam_srw import __version__
 from mobilesam_srw.errors import SrwError
 
 # A full disk or quota, a read-only or forbidden folder: the user's to fix, said in one line.
-USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG)
+USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG,
+                       errno.ENOTDIR, errno.EEXIST)  # the last two: a path through or onto a file
 
 AddArguments = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]

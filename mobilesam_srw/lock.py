@@ -41,15 +41,27 @@ def _acquire(folder: Path) -> int:
 def output_lock(folder: Path, ctx: DistributedContext | None = None) -> Iterator[None]:
     """Hold ``folder``'s lock (rank 0) while the block runs; a second job is refused by :class:`SrwError`."""
     ctx = ctx or DistributedContext()
-    descriptor, error = None, None
+    folder = Path(folder)
+    descriptor, error, created = None, None, not folder.exists()
     if ctx.is_main:
         try:
-            descriptor = _acquire(Path(folder))
+            descriptor = _acquire(folder)
         except SrwError as refused:
             error = str(refused)
     ctx.agree(error)
     try:
         yield
+    except BaseException:
+        if descriptor is not None and created:
+            _remove_if_only_the_lock(folder)  # a job that failed before writing leaves no folder
+        raise
     finally:
         if descriptor is not None:
             os.close(descriptor)  # closing releases the lock
+
+
+def _remove_if_only_the_lock(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        if [entry.name for entry in folder.iterdir()] == [LOCK_FILE]:
+            (folder / LOCK_FILE).unlink()
+            folder.rmdir()

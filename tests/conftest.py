@@ -33,7 +33,7 @@ def run_in_process(*args: str, program: str = "srw-sam") -> subprocess.Completed
 
     from mobilesam_srw import cli
 
-    main = {"srw-sam": cli.main, "srw-cls": cli.cls_main}[program]
+    main = {"srw-sam": cli.main, "srw-cls": cli.cls_main, "srw-clip": cli.clip_main}[program]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:

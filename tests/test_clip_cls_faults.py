@@ -55,13 +55,8 @@ class Evil:
 
 
 def clip(*args) -> object:
-    """``srw-clip ARGS`` in this process (conftest's runner, pointed at srw-clip)."""
-    original = cli.main
-    cli.main = cli.clip_main
-    try:
-        return run_in_process(*args)
-    finally:
-        cli.main = original
+    """``srw-clip ARGS`` in this process."""
+    return run_in_process(*args, program="srw-clip")
 
 
 def cls(*args) -> object:

@@ -184,8 +184,10 @@ def test_nan_loss_names_step_and_samples(tmp_path):
             losses.distill = losses.distill * float("nan")
             return losses
 
-    with pytest.raises(SrwError, match=r"loss is nan at step 1; samples: toy_"):
+    with pytest.raises(SrwError, match=r"loss is nan at step 1; samples: toy_\d+, toy_\d+, toy_\d+, toy_\d+$"):
         fit(Broken(toy(tmp_path, "nan")))
+    with pytest.raises(SrwError, match=r"samples: (toy_\d+, ){7}toy_\d+ \(\+8 more\)$"):  # a long batch: 8 named
+        fit(Broken(toy(tmp_path, "nan16", batch_size=16)))
 
 
 def test_one_writer_per_run_folder(tmp_path):

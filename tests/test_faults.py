@@ -349,3 +349,41 @@ def test_a_manifest_with_a_malformed_shard_list_is_one_line(copied_shards, tmp_p
     (copied_shards / "manifest.json").write_text(json.dumps({**manifest, "shards": json.loads(shards_entry)}))
     result = run_cli("train", "--shards", copied_shards, *TRAIN, "--out", tmp_path / "run")
     assert_one_line_error(result, "its shards are not a list of {name, samples} entries")
+
+
+def test_out_under_a_file_is_one_line(tiny_shards, two_runs, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    for command in (["train", "--shards", tiny_shards, *TRAIN], ["heatmap", "--shards", tiny_shards, "--first", "1"],
+                    ["eval", "--shards", tiny_shards, "--student", two_runs[0], *EVAL]):
+        result = run_cli(*command, "--out", blocker / "sub")
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert len([line for line in result.stderr.splitlines() if "error:" in line]) == 1
+    assert blocker.read_text() == "mine"
+
+
+def test_a_job_that_fails_before_writing_leaves_no_folder(tmp_path):
+    out = tmp_path / "new" / "report"
+    with pytest.raises(SrwError, match="failed"):
+        with output_lock(out):
+            raise SrwError("failed")
+    assert not out.exists()
+    kept = tmp_path / "kept"
+    with pytest.raises(SrwError):
+        with output_lock(kept):
+            (kept / "partial.json").write_text("{}")
+            raise SrwError("failed")
+    assert (kept / "partial.json").is_file()  # what was written stays
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(SrwError):
+        with output_lock(existing):
+            raise SrwError("failed")
+    assert existing.is_dir()  # a folder the user had stays
+
+
+def test_a_text_file_as_checkpoint_names_what_it_is(tiny_shards, tmp_path):
+    path = tmp_path / "weights.pt"
+    path.write_text("hello world\n")
+    result = run_cli("train", "--shards", tiny_shards, *TRAIN, "--init", path, "--out", tmp_path / "run")
+    assert_one_line_error(result, "not a PyTorch checkpoint of weights (KeyError")

@@ -57,9 +57,10 @@ def load(path: Path) -> dict:
         raise SrwError(f"checkpoint not found: {path}")
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise SrwError(f"cannot read checkpoint {path}: {reason}") from None
+    except Exception as error:  # torch raises many types for a bad or unsafe file
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise SrwError(f"cannot read checkpoint {path}: not a PyTorch checkpoint of weights "
+                       f"({type(error).__name__}: {reason})") from None
     if not isinstance(record, dict):
         raise SrwError(f"checkpoint {path} holds a {type(record).__name__}, not a dict of weights")
     return record

@@ -27,6 +27,8 @@ from mobilesam_srw.engine.weighting import item_weights, step_weights
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.srw import average_similarity, srw_weights
 
+NAMED_SAMPLES = 8  # a non-finite loss names this many of the step's samples
+
 
 def to_device(batch: dict, device: torch.device) -> dict:
     """Tensors of a collated batch onto ``device`` (non-blocking from pinned memory); other values as they are."""
@@ -144,7 +146,9 @@ class Engine:
         values = summary.tolist()  # the step's one host synchronisation
         if not math.isfinite(values[0]):
             keys = [key for batch in micro_batches for key in batch.get("key", [])]
-            raise SrwError(f"loss is {values[0]} at step {self.step + 1}; samples: {', '.join(map(str, keys))}")
+            shown = ", ".join(map(str, keys[:NAMED_SAMPLES])) + (f" (+{len(keys) - NAMED_SAMPLES} more)"
+                                                                  if len(keys) > NAMED_SAMPLES else "")
+            raise SrwError(f"loss is {values[0]} at step {self.step + 1}; samples: {shown}")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

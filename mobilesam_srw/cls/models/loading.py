@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from mobilesam_srw.engine import checkpoint as checkpoint_io
 from mobilesam_srw.errors import SrwError
 
 # Wrappers that training scripts put around a state dict: mdistiller and RepDistiller save
@@ -107,12 +108,4 @@ def load_teacher_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
         SrwError: a missing or unreadable file, keys / shapes that differ from the model's (the
             message names the first missing and unexpected keys), or NaN or inf weights.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SrwError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a bad or unsafe file
-        message = str(error).strip().splitlines()
-        raise SrwError(f"cannot read checkpoint {path}: {message[0] if message else type(error).__name__}") from None
-    return load_weights(model, checkpoint, str(path))
+    return load_weights(model, checkpoint_io.load(path), str(path))
