@@ -13,6 +13,7 @@ import sys
 from typing import Callable, Sequence
 
 from mobilesam_srw import __version__
+from mobilesam_srw.commands.config_args import config_command
 from mobilesam_srw.errors import SrwError
 
 # A full disk or quota, a read-only or forbidden folder: the user's to fix, said in one line.
@@ -31,18 +32,19 @@ def _command(module) -> tuple[str, AddArguments, Run]:
     return module.HELP, module.add_arguments, module.run
 
 
-def _modules(**modules) -> Subcommands:
-    """Subcommand name -> its module's (help, add_arguments, run)."""
-    return {name: _command(module) for name, module in modules.items()}
-
-
 def _subcommands() -> Subcommands:
     """``srw-sam``'s name -> (one-line help, add_arguments, run). Each ``run`` imports its stage lazily."""
-    from mobilesam_srw.commands import demo, evaluate, export, figures, precompute, sample_data, train
+    from mobilesam_srw.commands import demo, export, figures, precompute, sample_data
 
     return {
-        **_modules(demo=demo, precompute=precompute, train=train, export=export),
-        "eval": _command(evaluate),
+        "demo": _command(demo),
+        "precompute": _command(precompute),
+        "train": config_command("distil a MobileSAM student from precomputed teacher embeddings with patch-wise SRW",
+                                "mobilesam_srw.sam.task:SamTrainConfig", "mobilesam_srw.sam.train:train"),
+        "export": _command(export),
+        "eval": config_command("evaluate students against the teacher's masks from stored embeddings (Table 6: "
+                               "point grids, mIoU)", "mobilesam_srw.eval.evaluate:EvalConfig",
+                               "mobilesam_srw.eval.evaluate:evaluate"),
         "heatmap": (figures.HEATMAP_HELP, figures.add_heatmap_arguments, figures.run_heatmap),
         "compare": (figures.COMPARE_HELP, figures.add_compare_arguments, figures.run_compare),
         "make-sample-data": _command(sample_data),
@@ -120,9 +122,22 @@ CLIP_DESCRIPTION = ("Distil an open_clip image encoder into TinyViT with Sample-
 
 def _clip_subcommands() -> Subcommands:
     """``srw-clip``'s name -> (one-line help, add_arguments, run). Each ``run`` imports its stage lazily."""
-    from mobilesam_srw.commands import clip_demo, clip_eval, clip_export, clip_precompute, clip_train
+    from mobilesam_srw.commands import clip_demo, clip_export
 
-    return _modules(demo=clip_demo, precompute=clip_precompute, train=clip_train, eval=clip_eval, export=clip_export)
+    return {
+        "demo": _command(clip_demo),
+        "precompute": config_command(
+            "encode img2dataset image-text tars with the open_clip teacher into shards (run once, before training)",
+            "mobilesam_srw.data_prep.clip_precompute:ClipPrecomputeConfig",
+            "mobilesam_srw.data_prep.clip_precompute:run_clip_precompute"),
+        "train": config_command(
+            "distil a TinyViT student from the stored CLIP image embeddings with sample-wise SRW over the batch",
+            "mobilesam_srw.clip.task:ClipTrainConfig", "mobilesam_srw.clip.task:train_clip"),
+        "eval": config_command(
+            "zero-shot classification of students and teacher on an ImageFolder (ImageNet-1K val: Table 5)",
+            "mobilesam_srw.clip.evaluate:ClipEvalConfig", "mobilesam_srw.clip.evaluate:evaluate_clip"),
+        "export": _command(clip_export),
+    }
 
 
 def clip_main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ with ``--online`` the teacher recomputes them from those pixels in every step in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import torch
@@ -41,6 +42,9 @@ class ClipTrainConfig(EngineConfig):
     recipe; the paper names no optimiser or schedule for CLIP), and tau 0.5 (the paper gives no tau for
     CLIP; 0.5 is the SAM path's and the low end of Table 8's best range 0.5-1.0).
     """
+
+    # The recipe is AdamW with warmup and cosine (the SAM path's); the SGD and step-schedule options do not apply.
+    UNUSED_OPTIONS: ClassVar[tuple[str, ...]] = ("optimizer", "momentum", "schedule", "milestones", "lr_decay")
 
     shards: list[str] = option(help="srw-clip precompute shards: globs (quote them), folders, files")
     loss: str = option("srw", choices=LOSSES,

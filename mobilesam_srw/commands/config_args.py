@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import typing
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 from mobilesam_srw.options import flag_of
 
@@ -36,7 +37,9 @@ def _default_text(field: dataclasses.Field) -> str:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_class: type, exclude: Iterable[str] = ()) -> None:
-    """Add an option per field of ``config_class`` that has CLI metadata, except ``exclude``."""
+    """Add an option per field of ``config_class`` that has CLI metadata, except ``exclude`` and the
+    class's ``UNUSED_OPTIONS`` (inherited fields that a task does not use)."""
+    exclude = {*exclude, *getattr(config_class, "UNUSED_OPTIONS", ())}
     hints = typing.get_type_hints(config_class)
     for field in dataclasses.fields(config_class):
         meta = field.metadata
@@ -65,3 +68,30 @@ def config_from_args(config_class: type[Config], args: argparse.Namespace, **val
     names = {field.name for field in dataclasses.fields(config_class)}
     given = {name: value for name, value in vars(args).items() if name in names and value is not None}
     return config_class(**{**given, **values})
+
+
+def _imported(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def config_command(help: str, config: str, function: str) -> tuple[str, Callable, Callable]:
+    """A subcommand that is one configuration dataclass, built from its options, handed to one library function.
+
+    Args:
+        help: the subcommand's one-line help.
+        config: ``"module:ConfigClass"``; imported only when the subcommand is used, so the CLI starts fast.
+        function: ``"module:function"``, called with the configuration.
+
+    Returns:
+        ``(help, add_arguments, run)``, an entry of a subcommand table (``mobilesam_srw.cli``).
+    """
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        add_config_arguments(parser, _imported(config))
+
+    def run(args: argparse.Namespace) -> int:
+        _imported(function)(config_from_args(_imported(config), args))
+        return 0
+
+    return help, add_arguments, run

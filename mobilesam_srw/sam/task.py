@@ -14,6 +14,7 @@ its grid is the teacher's (LiteMedSAM at 256 px: 64 x 64, stride 4).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 from torch import nn
@@ -41,6 +42,10 @@ class SamTrainConfig(EngineConfig):
 
     tau 0.5 is ours: the paper gives none for SAM (Table 8: 0.5-1.0 for classification).
     """
+
+    # Sample-wise options that do not apply to SAM's patch-wise groups, or recipes SAM does not use.
+    UNUSED_OPTIONS: ClassVar[tuple[str, ...]] = ("srw_scope", "optimizer", "momentum", "schedule", "milestones",
+                                                 "lr_decay")
 
     shards: list[str] = option(help="precompute shards: globs (quote them), folders, files")
     loss: str = option("srw", choices=LOSSES,
