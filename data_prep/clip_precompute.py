@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from mobilesam_srw import shards
 from mobilesam_srw.atomic import read_json, remove_leftovers, write_json
@@ -31,7 +30,7 @@ from mobilesam_srw.clip.teacher import ClipTeacher, PixelTransform, build_clip_t
 from mobilesam_srw.clip.teacher_record import RANDOM_TEACHER_FILE, differing_fields
 from mobilesam_srw.data_prep import img2dataset, shard_encoding, writer
 from mobilesam_srw.data_prep.plan import Plan, make_plan
-from mobilesam_srw.data_prep.sample_pipeline import skip_reason
+from mobilesam_srw.data_prep.sample_pipeline import PlannedSamples
 from mobilesam_srw.data_prep.sources import BadSample, ImageLimits, SampleRef, SourceOptions
 from mobilesam_srw.data_prep.subset import parse_subset
 from mobilesam_srw.distributed import DistributedContext, distributed_context
@@ -94,7 +93,7 @@ class ClipPrecomputeConfig:
             raise SrwError(f"--out {self.out} exists and is not a folder")
 
 
-class PreparedImageText(Dataset):
+class PreparedImageText(PlannedSamples):
     """Planned ``(shard, ref)`` -> the stored image, its decoded pixels, caption and record; or a skip.
 
     Args:
@@ -109,28 +108,18 @@ class PreparedImageText(Dataset):
 
     def __init__(self, items: list[tuple[int, SampleRef]], pixels: PixelTransform, image_format: str,
                  limits: ImageLimits, image_size: tuple[int, int]) -> None:
-        self.items, self.pixels, self.image_format, self.limits = items, pixels, image_format, limits
-        self.image_size = image_size
+        super().__init__(items, limits)
+        self.pixels, self.image_format, self.image_size = pixels, image_format, image_size
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, position: int) -> dict:
-        shard, ref = self.items[position]
-        base = {"shard": shard, "key": ref.key, "source": ref.source}
-        try:
-            sample = ref.load(self.limits)
-            width, height = sample.image.size
-            resized = max(self.image_size) ** 2 * max(width, height) // min(width, height)  # short side to the input
-            if resized > self.limits.max_pixels:
-                raise BadSample(f"aspect ratio: {width}x{height} px would be resized to {resized} pixels > "
-                                f"{self.limits.max_pixels}")
-            image, pixels = clip_shards.stored_pixels(self.pixels(sample.image), self.image_format)
-        except Exception as error:  # any fault of this one sample skips it
-            return {**base, "skip": skip_reason(error)}
+    def prepare(self, ref: SampleRef, sample) -> dict:
         width, height = sample.image.size
+        resized = max(self.image_size) ** 2 * max(width, height) // min(width, height)  # short side to the input
+        if resized > self.limits.max_pixels:
+            raise BadSample(f"aspect ratio: {width}x{height} px would be resized to {resized} pixels > "
+                            f"{self.limits.max_pixels}")
+        image, pixels = clip_shards.stored_pixels(self.pixels(sample.image), self.image_format)
         meta = {"key": ref.key, "source": ref.source, "original_size": [height, width], "record": sample.record}
-        return {**base, "image": image, "pixels": pixels, "caption": sample.caption, "meta": meta}
+        return {"image": image, "pixels": pixels, "caption": sample.caption, "meta": meta}
 
 
 def teacher_hook(teacher: ClipTeacher, image_format: str, dtype: str) -> shard_encoding.EncodeBatch:

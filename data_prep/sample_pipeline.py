@@ -48,7 +48,37 @@ def skip_reason(error: Exception) -> str:
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
 
 
-class PreparedSamples(Dataset):
+class PlannedSamples(Dataset):
+    """Planned ``(shard, ref)`` pairs -> each sample prepared for its shard, or a skip with its reason:
+    the one place where any fault of one sample (reading, decoding, validating, resizing) becomes its
+    skip record. A source's preparation is :meth:`prepare`.
+
+    Args:
+        items: :func:`~mobilesam_srw.data_prep.shard_encoding.planned_items`.
+        limits: file size and pixel limits.
+    """
+
+    def __init__(self, items: list[tuple[int, SampleRef]], limits: ImageLimits) -> None:
+        self.items = items
+        self.limits = limits
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, position: int) -> dict:
+        shard, ref = self.items[position]
+        base = {"shard": shard, "key": ref.key, "source": ref.source}
+        try:
+            return {**base, **self.prepare(ref, ref.load(self.limits))}
+        except Exception as error:  # any fault of this one sample skips it (MemoryError of a huge image too)
+            return {**base, "skip": skip_reason(error)}
+
+    def prepare(self, ref: SampleRef, sample) -> dict:
+        """The fields of one loaded sample for the encoder hook; raise to skip it."""
+        raise NotImplementedError
+
+
+class PreparedSamples(PlannedSamples):
     """Planned ``(shard, ref)`` pairs -> stored JPEG, its decoded pixels and the sample record; or a skip
     (the prepared items of :func:`~mobilesam_srw.data_prep.shard_encoding.encode_shards`).
 
@@ -62,22 +92,12 @@ class PreparedSamples(Dataset):
 
     def __init__(self, items: list[tuple[int, SampleRef]], input_size: int, limits: ImageLimits,
                  resize: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
-        self.items = items
+        super().__init__(items, limits)
         self.input_size = input_size
-        self.limits = limits
         self.resize = resize
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, position: int) -> dict:
-        shard, ref = self.items[position]
-        base = {"shard": shard, "key": ref.key, "source": ref.source}
-        try:
-            sample = ref.load(self.limits)
-            jpeg, pixels = stored_pixels(sample.rgb, self.input_size, self.resize)
-        except Exception as error:  # any fault of this one sample skips it (MemoryError of a huge image too)
-            return {**base, "skip": skip_reason(error)}
+    def prepare(self, ref: SampleRef, sample) -> dict:
+        jpeg, pixels = stored_pixels(sample.rgb, self.input_size, self.resize)
         meta = {
             "key": ref.key,
             "source": ref.source,
@@ -88,4 +108,4 @@ class PreparedSamples(Dataset):
         }
         if sample.dropped:
             meta["annotations_dropped"] = sample.dropped
-        return {**base, "pixels": pixels, "jpeg": jpeg, "meta": meta, "annotations_dropped": sample.dropped}
+        return {"pixels": pixels, "jpeg": jpeg, "meta": meta, "annotations_dropped": sample.dropped}

