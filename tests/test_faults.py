@@ -387,3 +387,23 @@ def test_a_text_file_as_checkpoint_names_what_it_is(tiny_shards, tmp_path):
     path.write_text("hello world\n")
     result = run_cli("train", "--shards", tiny_shards, *TRAIN, "--init", path, "--out", tmp_path / "run")
     assert_one_line_error(result, "not a PyTorch checkpoint of weights (KeyError")
+
+
+def test_ground_truth_modes_on_shards_without_annotations_are_one_line(copied_shards, two_runs, tmp_path):
+    rewrite_shards(copied_shards, lambda i, raw: with_meta(raw, annotations=[]))  # as --images input makes them
+    result = run_cli("eval", "--shards", copied_shards, "--student", two_runs[0], "--mode", "gt", "--limit", "2",
+                     "--device", "cpu", "--no-progress", "--out", tmp_path / "gt")
+    assert_one_line_error(result, "these shards hold no valid annotations: --mode gt needs SA-1B or --coco input")
+    assert not (tmp_path / "gt").exists()
+    result = run_cli("compare", "--shards", copied_shards, "--runs", *two_runs, "--prompt", "box", "--first", "1",
+                     "--device", "cpu", "--no-progress", "--out", tmp_path / "figures")
+    assert_one_line_error(result, "--prompt box: the chosen samples hold no valid annotation boxes")
+    assert not (tmp_path / "figures").exists()
+
+
+def test_a_teacher_without_masks_at_the_filters_is_said(tiny_shards, two_runs, tmp_path):
+    result = run_cli("eval", "--shards", tiny_shards, "--student", two_runs[0], "--mode", "everything", "--grid", "2",
+                     "--pred-iou-thresh", "2", "--limit", "1", "--device", "cpu", "--no-progress",
+                     "--out", tmp_path / "everything")
+    assert result.returncode == 0, result.stderr
+    assert "warning: the teacher gave no masks at these filters; lower --pred-iou-thresh" in result.stderr

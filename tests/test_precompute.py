@@ -357,11 +357,12 @@ def test_help_lists_every_option_with_its_default():
     assert result.returncode == 0, result.stderr
     entries = _help_entries(result.stdout)
     # today's defaults, as the hand-written options gave them
-    defaults = {"--teacher": "vit_h", "--subset": "1%", "--seed": "0", "--shard-size": "256", "--batch-size": "8",
+    defaults = {"--teacher": "vit_h", "--subset": ": 1% of --sa1b input, MobileSAM's share; all of --images or --coco",
+                "--seed": "0", "--shard-size": "256", "--batch-size": "8",
                 "--device": "auto", "--dtype": "fp16", "--workers": "min(4, cores)", "--image-size": "256",
                 "--max-file-mb": "1024 MiB", "--max-image-pixels": "100000000", "--val-out": "<out>/val"}
     for flag, default in defaults.items():
-        assert f"(default {default})" in entries[flag], (flag, entries[flag])
+        assert f"(default {default})" in entries[flag] or f"(default{default})" in entries[flag], (flag, entries[flag])
     exposed = {flag_of(f) for f in dataclasses.fields(PrecomputeConfig) if f.metadata.get("cli")}
     without_default = {"--image-root", "--checkpoint", "--out", "--val-fraction", "--val-keys", "--limit",
                        "--no-progress"}
@@ -496,3 +497,12 @@ def test_litemedsam_output_folder_and_checkpoint_errors(litemedsam_shards, sampl
                      "--out", tmp_path / "out")
     assert_one_line_error(result, "is not lite_medsam.pth: 1000 bytes")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_default_subset_is_1_percent_of_sa1b_and_all_of_other_inputs(tmp_path):
+    from mobilesam_srw.data_prep.precompute import PrecomputeConfig
+
+    assert PrecomputeConfig(inputs=["x"], out=tmp_path, input_kind="sa1b").subset == "1%"
+    assert PrecomputeConfig(inputs=["x"], out=tmp_path, input_kind="images").subset == "all"
+    assert PrecomputeConfig(inputs=["x"], out=tmp_path, input_kind="coco").subset == "all"
+    assert PrecomputeConfig(inputs=["x"], out=tmp_path, input_kind="images", subset="10%").subset == "10%"

@@ -15,14 +15,17 @@ The prompt encoder and mask decoder are the teacher's, from the shards' teacher 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mobilesam_srw import shards
+from mobilesam_srw.errors import SrwError
 from mobilesam_srw.distributed import resolve_device
 from mobilesam_srw.eval.gt_eval import ground_truth
 from mobilesam_srw.lock import output_lock
@@ -171,9 +174,12 @@ def draw_comparisons(config: CompareConfig) -> list[Path]:
     models = PromptModels.build(decoder, students, device, teacher.preprocessing)
     first_run, last_run = list(students)[0], list(students)[-1]
     samples = choose_samples(paths, config.keys, config.first)
+    if config.prompt == "box" and not any(len(ground_truth(sample)[1]) for sample in samples):
+        raise SrwError("--prompt box: the chosen samples hold no valid annotation boxes (shards of --images input "
+                       "have none); use --prompt everything")
     with output_lock(config.out):
-        written = []
-        for sample in samples:
+        written, teacher_masks = [], 0
+        for sample in tqdm(samples, desc="compare", unit="img", disable=not config.progress):
             predictors = models.install(sample)
             if config.prompt == "box":
                 _, prompt_boxes, _ = ground_truth(sample)
@@ -190,5 +196,9 @@ def draw_comparisons(config: CompareConfig) -> list[Path]:
                 boxes = differing_boxes(panels[TEACHER_RUN], panels[first_run], panels[last_run],
                                         tuple(sample.meta["original_size"]))
                 figure = compare_figure(sample, panels, boxes)
+                teacher_masks += len(panels[TEACHER_RUN])
             written += save_figure(figure, Path(config.out) / f"compare_{sample.key}")
+        if config.prompt == "everything" and not teacher_masks:
+            print("compare: warning: the teacher gave no masks at these filters; lower --pred-iou-thresh and "
+                  "--stability-thresh, or use --prompt box with annotated shards", file=sys.stderr)
         return written

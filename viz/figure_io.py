@@ -28,6 +28,7 @@ class FigureConfig:
     out: Path = option(help="figure folder")
     keys: list[str] | None = option(None, help="sample keys to draw (default: the first --first)")
     first: int = option(4, minimum=1, help="draw the first N samples")
+    progress: bool = option(True, help="no progress bar", flag="--no-progress")
 
     def check(self) -> None:
         """Every option's bounds and choices, before any work (one :class:`SrwError` line)."""

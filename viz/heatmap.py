@@ -10,6 +10,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mobilesam_srw import shards
 from mobilesam_srw.engine.config import EngineConfig
@@ -117,7 +118,7 @@ def draw_heatmaps(config: HeatmapConfig) -> list[Path]:
         check_finite(sample)
     with output_lock(config.out):
         written = []
-        for sample in samples:
+        for sample in tqdm(samples, desc="heatmap", unit="img", disable=not config.progress):
             figure = heatmap_figure(sample, config.tau, config.normalizer, input_size)
             written += save_figure(figure, Path(config.out) / f"heatmap_{sample.key}")
         return written
