@@ -10,9 +10,14 @@ SAM's neck are all on the spatial size, so they hold for every batch.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
+import tempfile
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -37,6 +42,26 @@ def require_onnx(*modules: str) -> None:
             importlib.import_module(name)
         except ImportError:
             raise SrwError(f"ONNX export needs the {name} package: {ONNX_EXTRA}") from None
+
+
+@contextlib.contextmanager
+def _native_output_discarded() -> Iterator[None]:
+    """Point file descriptors 1 and 2 at a scratch file while the block runs (native code's prints too)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for descriptor in saved:
+            os.close(descriptor)
 
 
 def check_opset(opset: int) -> None:
@@ -77,17 +102,18 @@ def export_onnx(
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
         try:
-            torch.onnx.export(
-                module.eval(),
-                tuple(example_inputs.values()),
-                str(temporary),
-                dynamo=False,
-                input_names=list(example_inputs),
-                output_names=output_names,
-                opset_version=opset,
-                do_constant_folding=True,
-                dynamic_axes=dynamic_axes or {},
-            )
+            with _native_output_discarded():  # the exporter logs its whole graph natively when an operator fails
+                torch.onnx.export(
+                    module.eval(),
+                    tuple(example_inputs.values()),
+                    str(temporary),
+                    dynamo=False,
+                    input_names=list(example_inputs),
+                    output_names=output_names,
+                    opset_version=opset,
+                    do_constant_folding=True,
+                    dynamic_axes=dynamic_axes or {},
+                )
         except torch.onnx.errors.OnnxExporterError as error:  # e.g. an operator ONNX has no form for
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise SrwError(f"{type(module).__name__} cannot be exported to ONNX: {reason}") from None

@@ -306,3 +306,17 @@ def two_student_run(tmp_path: Path) -> Path:
     run = tmp_path / "stride16"
     checkpoint.save(run / checkpoint.STUDENT_FILE, checkpoint.student_record(build_student("tinyvit-micro", 256)))
     return run
+
+
+def test_an_operator_onnx_lacks_is_one_line_and_no_graph_dump(tmp_path, capfd):
+    """The TorchScript exporter logs its whole graph natively when an operator fails: none of it reaches the user."""
+    from mobilesam_srw.onnx_export import export_image_encoder_onnx
+
+    class Upsampler(torch.nn.Module):
+        def forward(self, images):
+            return torch.nn.functional.interpolate(images, scale_factor=2, mode="bicubic", antialias=True)
+
+    with pytest.raises(SrwError, match="Upsampler cannot be exported to ONNX: .*_upsample_bicubic2d_aa"):
+        export_image_encoder_onnx(Upsampler(), 8, tmp_path / "x.onnx")
+    captured = capfd.readouterr()
+    assert "graph" not in captured.out + captured.err and not list(tmp_path.iterdir())

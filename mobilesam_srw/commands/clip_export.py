@@ -34,6 +34,7 @@ def export_onnx_run(config: ClipExportConfig) -> Path:
     """The student image tower as ONNX: normalised ``[batch, 3, S, S]`` pixels in (the teacher's
     preprocessing), the ``[batch, D]`` image embedding out (unnormalised, as ``encode_image``)."""
     from mobilesam_srw.clip.checkpoint import load_clip_student
+    from mobilesam_srw.lock import output_lock
     from mobilesam_srw.onnx_export import check_opset, export_image_encoder_onnx, require_onnx
 
     require_onnx("onnx", "onnxruntime")
@@ -42,9 +43,9 @@ def export_onnx_run(config: ClipExportConfig) -> Path:
     if out.exists() and not out.is_dir():
         raise SrwError(f"--out {out} exists and is not a folder")
     student, record = load_clip_student(config.run)
-    out.mkdir(parents=True, exist_ok=True)
-    return export_image_encoder_onnx(student, tuple(record["image_size"]), out / ONNX_FILE, config.opset,
-                                     output_name="image_embeds")
+    with output_lock(out):  # one writer; a failed export leaves no folder
+        return export_image_encoder_onnx(student, tuple(record["image_size"]), out / ONNX_FILE, config.opset,
+                                         output_name="image_embeds")
 
 
 def export_run(config: ClipExportConfig) -> Path:
