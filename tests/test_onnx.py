@@ -214,7 +214,7 @@ def test_readme_holds_the_tested_example():
 
 def test_missing_run_gives_one_line_error(tmp_path):
     result = run_cli("export", "--run", tmp_path / "nothing", "--format", "onnx", "--out", tmp_path / "out")
-    assert_one_line_error(result, "checkpoint not found")
+    assert_one_line_error(result, "no such run folder or student file")
 
 
 def test_bad_out_gives_one_line_error(two_runs, tmp_path):

@@ -129,7 +129,8 @@ def test_bad_training_input(tmp_path, tiny_shards):
     result = run_cli("train", "--shards", tmp_path / "nan", *TRAIN_ARGS, "--out", out)
     assert_one_line_error(result, "loss is nan at step 1; samples: sa_")
     assert_one_line_error(run_cli("train", "--shards", tiny_shards, *TRAIN_ARGS, "--batch-size", "64", "--out", out),
-                          "fewer than one global batch of 64")
+                          "fewer than one global batch of 64 (--batch-size x ranks x --grad-accum); pass a "
+                          "--batch-size of at most 12")
     assert not (out / checkpoint.STUDENT_FILE).exists()
 
 
@@ -175,7 +176,7 @@ def test_export_loads_in_mobilesam_with_the_same_masks(tmp_path, tiny_shards):
     np.testing.assert_allclose(scores, expected["scores"], atol=1e-4)
     assert (masks != expected["masks"]).mean() < 1e-4
     bad = run_cli("export", "--run", tmp_path / "nothing", "--sam-checkpoint", teacher_file, "--out", tmp_path / "x.pt")
-    assert_one_line_error(bad, "checkpoint not found")
+    assert_one_line_error(bad, "no such run folder or student file")
 
 
 # ---------------------------------------------------------------- LiteMedSAM shards: the teacher's frame downstream

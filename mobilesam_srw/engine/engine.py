@@ -50,7 +50,9 @@ class Engine:
         self.dataset = task.train_dataset()
         self.plan = BatchPlan(len(self.dataset), config.batch_size, ctx.world_size, config.grad_accum, config.seed)
         if self.plan.steps_per_epoch == 0:
-            raise SrwError(f"{len(self.dataset)} samples are fewer than one global batch of {self.plan.global_batch}")
+            raise SrwError(f"{len(self.dataset)} samples are fewer than one global batch of {self.plan.global_batch} "
+                           f"(--batch-size x ranks x --grad-accum); pass a --batch-size of at most "
+                           f"{max(1, len(self.dataset) // (ctx.world_size * config.grad_accum))}")
         if self.scope == "batch" and self.plan.global_batch < 2:
             raise SrwError("SRW over the batch needs a global batch of at least 2 samples")
         if self.scope == "local" and config.batch_size < 2:

@@ -25,9 +25,13 @@ def student_record(student: SamStudent, **extra) -> dict:
 def load_student(path: Path) -> tuple[SamStudent, dict]:
     """A student from a run folder (its ``student.pt``, else the last checkpoint) or a file."""
     path = Path(path)
+    if not path.exists():
+        raise SrwError(f"{path}: no such run folder or student file")
     if path.is_dir():
         final = path / STUDENT_FILE
         path = final if final.is_file() else path / CHECKPOINT_DIR / LAST_CHECKPOINT
+        if not path.is_file():
+            raise SrwError(f"{path.parent.parent} holds no {STUDENT_FILE} and no checkpoint (not a srw-sam run folder?)")
     record = load(path)
     if "student" not in record or "model" not in record:
         raise SrwError(f"{path} is not a student file or training checkpoint of srw-sam")
