@@ -514,8 +514,10 @@ def test_cls_table_and_demo_out(cls_runs, tmp_path):
     (["--pairs", "resnet32x4:../../../elsewhere"], "is not a cifar100 model"),
     (["--pairs", "resnet32x4:resnet8x4;rm -rf ~"], "is not a cifar100 model"),
     (["--dataset", "mnist"], "--dataset must be one of"),
-    (["--taus", "nan"], "--taus must be positive finite numbers"),
-    (["--taus", "0"], "--taus must be positive finite numbers"),
+    (["--taus", "nan"], "--taus must be a finite number"),
+    (["--taus", "0"], "--taus must be > 0"),
+    (["--seeds", "-1"], "--seeds must be >= 0"),
+    (["--methods", "crd"], "invalid choice: 'crd'"),
     (["--gpus", "0"], "--gpus must be >= 1"),
     (["--seeds", "0", "0"], "would share the folder"),
 ])

@@ -133,8 +133,8 @@ def test_eval_bands_tables_and_the_cli(tmp_path, teacher_file):
 
 
 def test_sweep_writes_resumable_launch_commands(tmp_path):
-    sweep = Sweep("cifar100", Path("/data"), ["resnet32x4:resnet8x4"], Path("/teachers"), tmp_path / "runs",
-                  methods=["kd", "dkd"], taus=[0.5, 1.0], seeds=[0, 1], gpus=2)
+    sweep = Sweep(dataset="cifar100", data=Path("/data"), pairs=["resnet32x4:resnet8x4"], teacher_dir=Path("/teachers"),
+                  out=tmp_path / "runs", methods=["kd", "dkd"], taus=[0.5, 1.0], seeds=[0, 1], gpus=2)
     assert len(sweep.runs()) == 2 * 3 * 2  # methods x (vanilla + 2 taus) x seeds
     paths = write_sweep(sweep, tmp_path / "scripts")
     commands = (tmp_path / "scripts" / "commands.txt").read_text().splitlines()

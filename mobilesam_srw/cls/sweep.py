@@ -8,50 +8,40 @@ A sweep is GPU-days, so ``srw-cls sweep`` does not run it: it writes ``commands.
 from __future__ import annotations
 
 import itertools
-import math
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mobilesam_srw.atomic import atomic_path
 from mobilesam_srw.cls.data import DATASET_FAMILY
+from mobilesam_srw.cls.methods import METHODS
 from mobilesam_srw.cls.models import MODEL_FAMILIES
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.options import check_options, option
+from mobilesam_srw.srw import NORMALIZERS
 
 # mdistiller's and RepDistiller's teacher folders: <dir>/<teacher>_vanilla/ckpt_epoch_240.pth
 TEACHER_CHECKPOINT = "{teacher}_vanilla/ckpt_epoch_240.pth"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Sweep:
-    """The runs of a sweep: every pair x method x (vanilla, +SRW per tau and normalizer) x seed.
+    """The runs of a sweep: every pair x method x (vanilla, +SRW per tau and normalizer) x seed
+    (``srw-cls sweep``; each field is an option). ``extra``: further ``srw-cls train`` options for every run."""
 
-    Args:
-        dataset, data: as ``srw-cls train``.
-        pairs: ``teacher:student`` names.
-        teacher_dir: holds ``<teacher>_vanilla/ckpt_epoch_240.pth`` (mdistiller's layout).
-        out: parent folder of the run folders.
-        methods: ``kd``, ``fitnet``, ``dkd``.
-        taus: SRW temperatures (Table 8's sweep when several).
-        normalizers: ``softmax`` (ours), ``reverse`` (Table 7), ``sum`` (Table 9).
-        seeds: seeds per configuration.
-        vanilla: include runs without SRW (the tables' baseline column).
-        gpus: ranks per run (``torchrun --nproc-per-node``); 1 runs ``srw-cls`` directly.
-        extra: further ``srw-cls train`` options for every run.
-    """
-
-    dataset: str
-    data: Path
-    pairs: list[str]
-    teacher_dir: Path
-    out: Path
-    methods: list[str] = field(default_factory=lambda: ["kd", "dkd"])
-    taus: list[float] = field(default_factory=lambda: [0.7])
-    normalizers: list[str] = field(default_factory=lambda: ["softmax"])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    vanilla: bool = True
-    gpus: int = 1
-    extra: list[str] = field(default_factory=list)
+    dataset: str = option("cifar100", help="data set, as srw-cls train")
+    data: Path = option(help="the data folder")
+    pairs: list[str] = option(help="teacher:student pairs, e.g. resnet32x4:resnet8x4")
+    teacher_dir: Path = option(help="holds <teacher>_vanilla/ckpt_epoch_240.pth (mdistiller's cifar_teachers layout)")
+    out: Path = option(help="parent folder of the run folders", flag="--runs-dir")
+    methods: list[str] = option(factory=lambda: ["kd", "dkd"], choices=tuple(METHODS), help="distillation methods")
+    taus: list[float] = option(factory=lambda: [0.7], above=0, help="SRW temperatures (Table 8's sweep when several)")
+    normalizers: list[str] = option(factory=lambda: ["softmax"], choices=NORMALIZERS[:3],
+                                    help="softmax (Eq. 5, SRW), reverse (Table 7), sum (Table 9)")
+    seeds: list[int] = option(factory=lambda: [0], minimum=0, help="seeds per configuration")
+    vanilla: bool = option(True, help="only +SRW runs (no baseline column)", flag="--no-vanilla")
+    gpus: int = option(1, minimum=1, help="ranks per run (torchrun --nproc-per-node when > 1)")
+    extra: list[str] = option(factory=list, help="further srw-cls train options for every run", cli=False)
 
     def check(self) -> None:
         """One-line :class:`SrwError` for a value no run could take: an unknown data set or model (a model name
@@ -67,10 +57,7 @@ class Sweep:
                 raise SrwError(f"--pairs: expected teacher:student, got {pair!r}")
             if unknown := [name for name in (teacher, student) if name not in models]:
                 raise SrwError(f"--pairs: {unknown[0]!r} is not a {self.dataset} model ({', '.join(models)})")
-        if bad := [tau for tau in self.taus if not (math.isfinite(tau) and tau > 0)]:
-            raise SrwError(f"--taus must be positive finite numbers, got {bad[0]}")
-        if self.gpus < 1:
-            raise SrwError(f"--gpus must be >= 1, got {self.gpus}")
+        check_options(self)  # taus positive and finite, seeds >= 0, gpus >= 1, choices
 
     def runs(self) -> list[tuple[str, list[str]]]:
         """(run folder name, ``srw-cls train`` arguments) of every run; each folder is named once."""

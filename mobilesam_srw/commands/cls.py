@@ -81,26 +81,16 @@ def _run_table(args: argparse.Namespace) -> int:
 
 
 def _add_sweep(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="cifar100", help="data set (default cifar100)")
-    parser.add_argument("--data", type=Path, required=True, help="the data folder")
-    parser.add_argument("--pairs", nargs="+", required=True, help="teacher:student pairs, e.g. resnet32x4:resnet8x4")
-    parser.add_argument("--teacher-dir", type=Path, required=True,
-                        help="holds <teacher>_vanilla/ckpt_epoch_240.pth (mdistiller's cifar_teachers layout)")
-    parser.add_argument("--methods", nargs="+", default=["kd", "dkd"], choices=["kd", "fitnet", "dkd"])
-    parser.add_argument("--taus", nargs="+", type=float, default=[0.7], help="SRW temperatures (default 0.7)")
-    parser.add_argument("--normalizers", nargs="+", default=["softmax"], choices=["softmax", "reverse", "sum"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--no-vanilla", action="store_true", help="only +SRW runs")
-    parser.add_argument("--gpus", type=int, default=1, help="ranks per run (torchrun when > 1)")
-    parser.add_argument("--runs-dir", type=Path, required=True, help="parent folder of the run folders")
+    from mobilesam_srw.cls.sweep import Sweep
+
+    add_config_arguments(parser, Sweep)
     parser.add_argument("--script-dir", type=Path, required=True, help="where commands.txt, run_all.sh, sweep.sbatch go")
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
     from mobilesam_srw.cls.sweep import Sweep, write_sweep
 
-    sweep = Sweep(args.dataset, args.data, args.pairs, args.teacher_dir, args.runs_dir, args.methods, args.taus,
-                  args.normalizers, args.seeds, not args.no_vanilla, args.gpus)
+    sweep = config_from_args(Sweep, args)
     paths = write_sweep(sweep, args.script_dir)
     print(f"{len(sweep.runs())} runs: {', '.join(str(p) for p in paths)}", file=sys.stderr)
     return 0

@@ -31,6 +31,9 @@ def _scalar_type(annotation: Any) -> tuple[type, bool]:
 
 def _default_text(field: dataclasses.Field) -> str:
     default = field.default
+    if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
+        made = field.default_factory()
+        default = " ".join(map(str, made)) if isinstance(made, list) and made else dataclasses.MISSING
     if default is dataclasses.MISSING or default is None or default is False or default in ([], ()):  # 0 is shown
         return ""
     return f" (default {default})".replace("%", "%%")  # help is an argparse %-format string

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=int, default=8, help="number of images (default 8)")
     parser.add_argument("--images-per-tar", type=int, default=4, help="sa1b: images per tar (default 4)")
     parser.add_argument("--max-side", type=int, default=512, help="longest image side (default 512)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the photos' crops and variants (default 0)")
     parser.add_argument("--first-tar", type=int, default=0, help="sa1b: number of the first tar (default 0)")
 
 
@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "sa1b":
         paths = sample_data.write_sample_sa1b(args.out, args.images, args.images_per_tar, args.seed, args.max_side,
                                               args.first_tar)
-        print(f"wrote {args.images} images in {len(paths)} tars to {args.out}", file=sys.stderr)
+        print(f"wrote {args.images} images in {len(paths)} tars to {args.out}; use: precompute --sa1b {args.out}",
+              file=sys.stderr)
     elif args.format == "folder":
         sample_data.write_sample_folder(args.out, args.images, args.seed, args.max_side)
         print(f"wrote {args.images} images below {args.out}; use: precompute --images {args.out}", file=sys.stderr)
