@@ -163,3 +163,18 @@ def test_bad_input(tmp_path, teacher_file):
     assert_one_line_error(cls("train-teacher", *base, "--lr", "nan"), "--lr must be a finite number")
     assert_one_line_error(cls("eval", "--dataset", "digits", "--run", tmp_path / "nothing"), "checkpoint not found")
     assert not out.exists()
+
+
+def test_the_demo_trains_every_configuration_and_writes_its_report(tmp_path):
+    """``srw-cls demo`` (README's main job for classification) at one seed and one epoch."""
+    from conftest import run_in_process
+
+    out = tmp_path / "demo"
+    result = run_in_process("demo", "--out", out, "--seeds", "1", "--epochs", "1", "--no-progress", program="srw-cls")
+    assert result.returncode == 0, result.stderr
+    report = (out / "report.md").read_text()
+    for row in ("| KD |", "| KD + SRW |", "| DKD |", "| DKD + SRW |"):
+        assert row in report
+    assert "1 seed each" in report and "One seed (%), so no spread" in report
+    rerun = run_in_process("demo", "--out", out, "--no-progress", program="srw-cls")  # 20 epochs: other runs
+    assert_one_line_error(rerun, "holds a srw-cls demo of other settings ({'epochs': 1, 'tau': 0.7})")

@@ -7,17 +7,19 @@ A report gives mean ± std over seeds. It runs on a CPU in about two minutes.
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mobilesam_srw.atomic import atomic_path
+from mobilesam_srw.atomic import atomic_path, write_json
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.options import check_options, option
 
 TEACHER, STUDENT = "cnn_digits_teacher", "cnn_digits_student"
+SETTINGS_FILE = "demo.json"
 CONFIGURATIONS = (("kd", False), ("kd", True), ("dkd", False), ("dkd", True))
 
 
@@ -48,6 +50,7 @@ def run_demo(config: ClsDemoConfig) -> Path:
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise SrwError(f"--out {out} exists and is not a folder")
+    _claim(out, config)
     runs = out / "runs"
     common = dict(dataset="digits", epochs=config.epochs, workers=0, device="cpu", progress=False)
     started = time.perf_counter()
@@ -68,6 +71,24 @@ def run_demo(config: ClsDemoConfig) -> Path:
                                                  progress=config.progress))
     report = _write_report(out, config, folders, summary, time.perf_counter() - started)
     return report
+
+
+def _claim(out: Path, config: ClsDemoConfig) -> None:
+    """Record the runs' settings in ``out`` (finished runs are reused only by a rerun of the same epochs and
+    tau; more seeds add runs); a folder holding a demo of other settings is refused with one line."""
+    settings = {"epochs": config.epochs, "tau": config.tau}
+    path = out / SETTINGS_FILE
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous != settings:
+            raise SrwError(f"{out} holds a srw-cls demo of other settings ({previous}); choose another --out")
+    elif (out / "runs").exists():
+        raise SrwError(f"{out} holds runs of unknown settings; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, settings)
 
 
 def _write_report(out: Path, config: ClsDemoConfig, folders: dict, summary: dict, seconds: float) -> Path:
