@@ -34,7 +34,8 @@ TEACHER_ROW = "teacher"
 class ClsEvalConfig:
     """An evaluation of ``srw-cls`` runs on a data set's held-out split."""
 
-    dataset: str = option("cifar100", choices=tuple(n for n, f in DATASET_FAMILY.items() if f), help="data set")
+    dataset: str | None = option(None, choices=tuple(n for n, f in DATASET_FAMILY.items() if f),
+                                 help="data set (default: the one the runs were trained on)")
     data: Path | None = option(None, help="the data folder, as for srw-cls train")
     runs: list[Path] = option(help="run folders, in table order (Δ is the last minus the first)", flag="--run")
     teacher: str | None = option(None, help="teacher model for the bands (default: the runs' teacher)")
@@ -93,6 +94,11 @@ def evaluate_classifiers(config: ClsEvalConfig) -> dict:
         raise SrwError(f"--out {config.out} exists and is not a folder")
     device = resolve_device(config.device)
     loaded = [load_classifier(run) for run in config.runs]
+    if config.dataset is None:
+        trained_on = sorted({str(record["dataset"]) for _, record in loaded})
+        if len(trained_on) > 1:
+            raise SrwError(f"the runs were trained on different data sets ({', '.join(trained_on)}); give --dataset")
+        config.dataset = trained_on[0]
     _, val_set, num_classes = build_datasets(config.dataset, config.data, train_transform=False)
     for run, (_, record) in zip(config.runs, loaded):
         if record["num_classes"] != num_classes or record["dataset"] != config.dataset:

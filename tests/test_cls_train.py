@@ -176,5 +176,8 @@ def test_the_demo_trains_every_configuration_and_writes_its_report(tmp_path):
     for row in ("| KD |", "| KD + SRW |", "| DKD |", "| DKD + SRW |"):
         assert row in report
     assert "1 seed each" in report and "One seed (%), so no spread" in report
+    evaluation = run_in_process("eval", "--run", out / "runs" / "kd_seed0", "--no-progress", "--device", "cpu",
+                                program="srw-cls")  # the data set is the runs' own
+    assert evaluation.returncode == 0 and "| kd_seed0 |" in evaluation.stdout, evaluation.stderr
     rerun = run_in_process("demo", "--out", out, "--no-progress", program="srw-cls")  # 20 epochs: other runs
     assert_one_line_error(rerun, "holds a srw-cls demo of other settings ({'epochs': 1, 'tau': 0.7})")
