@@ -280,7 +280,7 @@ def run_clip_precompute(config: ClipPrecomputeConfig) -> dict:
         written = shard_encoding.encode_shards(
             config.out, plan, pending, prepared, teacher_hook(teacher, config.image_format, config.dtype),
             run["plan_fingerprint"], config.batch_size, config.workers, config.progress and ctx.is_main,
-            f"precompute[{ctx.rank}]")
+            "precompute" + (f"[{ctx.rank}]" if ctx.is_distributed else ""))
         manifest = shard_encoding.finish(config.out, run, plan, ctx)
         if ctx.is_main:
             seconds = time.perf_counter() - started

@@ -263,7 +263,8 @@ def _encode_split(config: PrecomputeConfig, ctx: DistributedContext, split: _Spl
 
     prepared = PreparedSamples(shard_encoding.planned_items(split.plan, pending), split.run["input_size"], config.limits,
                                teacher.preprocessing.resize)
-    label = f"precompute[{ctx.rank}]" + ("" if split.name == "all" else f" {split.name}")
+    label = "precompute" + (f"[{ctx.rank}]" if ctx.is_distributed else "")
+    label += "" if split.name == "all" else f" {split.name}"
     return shard_encoding.encode_shards(
         split.out, split.plan, pending, prepared, encode_batch, split.run["plan_fingerprint"], config.batch_size,
         config.workers, progress=config.progress and ctx.is_main, label=label,
