@@ -197,7 +197,8 @@ def decode_sample(raw: dict, with_image: bool = True, as_float32: bool = True) -
     if with_image and list(image.shape[:2]) != meta["input_size"]:
         raise ValueError(f"image: {image.shape[1]}x{image.shape[0]} px, but the record's input_size is "
                          f"{meta['input_size'][1]}x{meta['input_size'][0]}")
-    return ShardSample(key=raw["__key__"], image=image, embedding=embedding, avesim=avesim.astype(np.float32), meta=meta)
+    return ShardSample(key=raw["__key__"], image=image, embedding=embedding,
+                       avesim=avesim.astype(np.float32, copy=False), meta=meta)
 
 
 def shard_paths(patterns: Iterable[str | Path]) -> list[str]:

@@ -174,7 +174,8 @@ def draw_comparisons(config: CompareConfig) -> list[Path]:
     models = PromptModels.build(decoder, students, device, teacher.preprocessing)
     first_run, last_run = list(students)[0], list(students)[-1]
     samples = choose_samples(paths, config.keys, config.first)
-    if config.prompt == "box" and not any(len(ground_truth(sample)[1]) for sample in samples):
+    box_prompts = {sample.key: ground_truth(sample)[1] for sample in samples} if config.prompt == "box" else {}
+    if config.prompt == "box" and not any(len(boxes) for boxes in box_prompts.values()):
         raise SrwError("--prompt box: the chosen samples hold no valid annotation boxes (shards of --images input "
                        "have none); use --prompt everything")
     with output_lock(config.out):
@@ -182,7 +183,7 @@ def draw_comparisons(config: CompareConfig) -> list[Path]:
         for sample in tqdm(samples, desc="compare", unit="img", disable=not config.progress):
             predictors = models.install(sample)
             if config.prompt == "box":
-                _, prompt_boxes, _ = ground_truth(sample)
+                prompt_boxes = box_prompts[sample.key]
                 panels = {label: box_masks(predictor, prompt_boxes) for label, predictor in predictors.items()}
                 boxes = differing_prompts(panels[TEACHER_RUN], panels[first_run], panels[last_run])
                 titles = {label: f"{label}: mIoU vs teacher {100 * prompt_ious(records, panels[TEACHER_RUN]).mean():.1f}"

@@ -11,7 +11,7 @@ from pathlib import Path
 from torch import nn
 
 from mobilesam_srw.clip.student import build_clip_student
-from mobilesam_srw.clip.teacher_record import check_identity_record
+from mobilesam_srw.clip.teacher_record import check_fields, check_identity_record
 from mobilesam_srw.cls.models.loading import load_weights
 from mobilesam_srw.engine.checkpoint import CHECKPOINT_DIR, LAST_CHECKPOINT, STUDENT_FILE, load
 from mobilesam_srw.errors import SrwError
@@ -37,20 +37,12 @@ def student_record(module: nn.Module, student: str, embed_dim: int, image_size: 
 
 
 def _check_record(record: dict, path: Path) -> None:
-    """A one-line SrwError naming ``path`` unless the record's fields are what rebuilding needs."""
-    def positive(value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-    checks = {
-        "student": (isinstance(record.get("student"), str), "a model name"),
-        "embed_dim": (positive(record.get("embed_dim")), "a positive integer"),
-        "image_size": (isinstance(record.get("image_size"), (list, tuple)) and len(record["image_size"]) == 2
-                       and all(positive(n) for n in record["image_size"]), "[h, w] of positive integers"),
-        "teacher_checkpoint": (isinstance(record.get("teacher_checkpoint"), (str, type(None))), "a path or null"),
-    }
-    for name, (valid, expected) in checks.items():
-        if not valid:
-            raise SrwError(f"{path}: its record's {name} is {record.get(name)!r:.80}, not {expected}")
+    """A one-line SrwError naming ``path`` unless the record's fields are what rebuilding needs
+    (``embed_dim`` and ``image_size`` checked as in the teacher's record)."""
+    check_fields(record, f"{path}: its record's", ("student", "embed_dim", "image_size", "teacher_checkpoint"),
+                 extra={"student": (lambda v: isinstance(v, str), "a model name"),
+                        "teacher_checkpoint": (lambda v: v is None or isinstance(v, str), "a path or null")},
+                 show=repr)
     check_identity_record(record.get("teacher"), str(path))
 
 

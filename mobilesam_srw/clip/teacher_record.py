@@ -82,10 +82,21 @@ def check_identity_record(record: Any, where: str) -> dict:
         raise SrwError(f"{where}: the teacher record has no {', '.join(missing)}")
     if unknown := sorted(map(str, set(record) - set(fields))):
         raise SrwError(f"{where}: the teacher record has unknown fields {', '.join(unknown)}")
-    for name, (valid, expected) in _IDENTITY_CHECKS.items():
-        if not valid(record[name]):
-            raise SrwError(f"{where}: the teacher record's {name} is {json.dumps(record[name])[:80]}, not {expected}")
+    check_fields(record, f"{where}: the teacher record's")
     return record
+
+
+def check_fields(record: dict, prefix: str, names: tuple[str, ...] | None = None,
+                 extra: dict[str, tuple[Callable[[Any], bool], str]] | None = None,
+                 show: Callable[[Any], str] = json.dumps) -> None:
+    """A one-line :class:`SrwError` (``<prefix> <field> is <value>, not <expected>``) for the first of
+    ``names`` (default: every identity field) whose value in ``record`` fails its check: the identity
+    fields' checks, and ``extra`` for other fields."""
+    checks = {**_IDENTITY_CHECKS, **(extra or {})}
+    for name in names or tuple(_IDENTITY_CHECKS):
+        valid, expected = checks[name]
+        if not valid(record.get(name)):
+            raise SrwError(f"{prefix} {name} is {show(record.get(name))[:80]}, not {expected}")
 
 
 def _plain(record: dict) -> dict:
