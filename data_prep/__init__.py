@@ -1,2 +1,4 @@
-"""SAM data preparation: input sources (SA-1B, image folders, COCO), subset and held-out choice,
-teacher-embedding shards, sample data."""
+"""Data preparation, every task's: the shared machinery (plan, subset and held-out split, keys, sources, image
+decoding, the per-sample pipeline, shard encoding and writer, sample photos) and one folder per task
+(``sam``: SA-1B, image folders, COCO -> teacher-embedding shards; ``clip``: img2dataset tars -> CLIP shards).
+Classification reads CIFAR and ImageNet directly and has nothing to precompute."""

@@ -1,11 +1,12 @@
 """Precompute's input kinds: what a source finds, and what one of its samples loads into.
 
-A source module (``sa1b``, ``image_folder``, ``coco``) has a ``discover(inputs, options)``
+A source module (SAM's ``sa1b``, ``image_folder``, ``coco``) has a ``discover(inputs, options)``
 that returns a :class:`Discovery`: the units a ``--subset`` chooses among (a whole tar, or
 one sample), each of which scans into sample references, and what it skipped on the way.
 A reference is small and picklable; its ``load`` runs in a DataLoader worker and returns a
 :class:`LoadedSample` or raises. The plan, the subset and held-out choice, the writer and the
-driver are shared; a new input kind is a new module and one line in :data:`SOURCES`.
+driver are shared; a new input kind is a new module and one line in its task's registry
+(:func:`mobilesam_srw.data_prep.sam.inputs.source_registry`).
 """
 
 from __future__ import annotations
@@ -144,11 +145,3 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[Path]:
         else:
             expanded.append(Path(text))
     return expanded
-
-
-def source_registry() -> dict[str, Discover]:
-    """Input kind -> its ``discover`` (imported here, so each module imports only this one)."""
-    from mobilesam_srw.data_prep import coco, image_folder, sa1b
-
-    return {"sa1b": sa1b.discover, "images": image_folder.discover, "coco": coco.discover}
-

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobilesam_srw.data_prep.plan import Plan
-from mobilesam_srw.data_prep.subset import Subset, check_listed_names_found, choose, read_names
+from mobilesam_srw.data_prep.subset import (
+    Subset,
+    check_listed_names_found,
+    choose,
+    read_names,
+)
 from mobilesam_srw.errors import SrwError
 
 _SALT = "held-out:"

@@ -1,7 +1,7 @@
-"""``python -m mobilesam_srw`` is ``srw-sam``."""
+"""``python -m mobilesam_srw`` is ``srw-sam`` (as ``python -m mobilesam_srw.sam``)."""
 
 import sys
 
-from mobilesam_srw.cli import main
+from mobilesam_srw.cli import run
 
-sys.exit(main())
+sys.exit(run("srw-sam"))

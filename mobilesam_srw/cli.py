@@ -1,54 +1,33 @@
 """``srw-sam``, ``srw-cls`` and ``srw-clip``: the command lines, a thin layer over the library.
 
-Each subcommand lives in its own module (``mobilesam_srw.commands``) and each program lists its
-subcommands in a plain dict of name -> ``(help, add_arguments, run)``. A program only parses
-arguments, calls the library, prints :class:`SrwError` as one line and exits 2.
+Each task exports one :class:`~mobilesam_srw.commands.config_args.Program` (``mobilesam_srw.commands.<task>``):
+its description and a table of name -> :class:`~mobilesam_srw.commands.config_args.Subcommand`. This module
+only builds a program's parser (the options of the subcommand being run, nothing else imported), calls it,
+prints a user's error (:class:`SrwError`, a full disk, a forbidden folder) as one line and exits 2.
+
+``python -m mobilesam_srw.<task>`` is the same program as its console script, so ``torchrun -m`` works
+alike for all three (``python -m mobilesam_srw`` is ``srw-sam``).
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 from mobilesam_srw import __version__
-from mobilesam_srw.commands.config_args import config_command
+from mobilesam_srw.commands.config_args import Program
 from mobilesam_srw.errors import SrwError
 
 # A full disk or quota, a read-only or forbidden folder: the user's to fix, said in one line.
 USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG,
                        errno.ENOTDIR, errno.EEXIST)  # the last two: a path through or onto a file
 
-AddArguments = Callable[[argparse.ArgumentParser], None]
-Run = Callable[[argparse.Namespace], int]
-
-
-Subcommands = dict[str, tuple[str, AddArguments, Run]]
-
-
-def _command(module) -> tuple[str, AddArguments, Run]:
-    """A command module's ``HELP``, ``add_arguments`` and ``run``."""
-    return module.HELP, module.add_arguments, module.run
-
-
-def _subcommands() -> Subcommands:
-    """``srw-sam``'s name -> (one-line help, add_arguments, run). Each ``run`` imports its stage lazily."""
-    from mobilesam_srw.commands import demo, export, figures, precompute, sample_data
-
-    return {
-        "demo": _command(demo),
-        "precompute": _command(precompute),
-        "train": config_command("distil a MobileSAM student from precomputed teacher embeddings with patch-wise SRW",
-                                "mobilesam_srw.sam.task:SamTrainConfig", "mobilesam_srw.sam.train:train"),
-        "export": _command(export),
-        "eval": config_command("evaluate students against the teacher's masks from stored embeddings (Table 6: "
-                               "point grids, mIoU)", "mobilesam_srw.eval.evaluate:EvalConfig",
-                               "mobilesam_srw.eval.evaluate:evaluate"),
-        "heatmap": (figures.HEATMAP_HELP, figures.add_heatmap_arguments, figures.run_heatmap),
-        "compare": (figures.COMPARE_HELP, figures.add_compare_arguments, figures.run_compare),
-        "make-sample-data": _command(sample_data),
-    }
+# Program name -> the task module that exports its PROGRAM.
+PROGRAMS = {"srw-sam": "mobilesam_srw.commands.sam", "srw-cls": "mobilesam_srw.commands.cls",
+            "srw-clip": "mobilesam_srw.commands.clip"}
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -58,20 +37,27 @@ class _OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-SAM_DESCRIPTION = ("Distil SAM's image encoder into MobileSAM's TinyViT with Sample-wise Re-Weighting "
-                   "(Yu et al., ACCV 2024).")
+def program(name: str) -> Program:
+    """The :class:`Program` of ``name`` (a key of :data:`PROGRAMS`)."""
+    return importlib.import_module(PROGRAMS[name]).PROGRAM
 
 
-def build_parser(prog: str = "srw-sam", description: str = SAM_DESCRIPTION,
-                 subcommands: Subcommands | None = None) -> argparse.ArgumentParser:
-    """The parser of program ``prog`` with ``subcommands`` (default: ``srw-sam``'s)."""
-    parser = _OneLineErrorParser(prog=prog, description=description)
+def build_parser(spec: Program, argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser of ``spec``; only the subcommand named in ``argv`` gets its options (and imports its library).
+
+    Args:
+        spec: the program.
+        argv: the arguments about to be parsed (empty: every subcommand with its help line only).
+    """
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    parser = _OneLineErrorParser(prog=spec.name, description=spec.description)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_line, add_arguments, run) in (subcommands or _subcommands()).items():
-        sub = commands.add_parser(name, help=help_line, description=help_line)
-        add_arguments(sub)
-        sub.set_defaults(command_function=run)
+    for name, command in spec.subcommands.items():
+        sub = commands.add_parser(name, help=command.help, description=command.help)
+        if name == chosen:
+            command.add_arguments(sub)
+        sub.set_defaults(command_function=command.run)
     return parser
 
 
@@ -104,51 +90,30 @@ def run_program(parser: argparse.ArgumentParser, argv: Sequence[str] | None = No
         return 130
 
 
+def run(name: str, argv: Sequence[str] | None = None) -> int:
+    """Run program ``name`` (``srw-sam``, ``srw-cls``, ``srw-clip``) on ``argv`` (default ``sys.argv[1:]``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    spec = program(name)
+    if spec.needs is not None:
+        module, install = spec.needs
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            print(f"{name}: error: {install}", file=sys.stderr)
+            return 2
+    return run_program(build_parser(spec, argv), argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``srw-sam``."""
-    return run_program(build_parser(), argv)
+    return run("srw-sam", argv)
 
 
 def cls_main(argv: Sequence[str] | None = None) -> int:
     """``srw-cls``."""
-    from mobilesam_srw.commands.cls import DESCRIPTION, SUBCOMMANDS
-
-    return run_program(build_parser("srw-cls", DESCRIPTION, SUBCOMMANDS), argv)
-
-
-CLIP_DESCRIPTION = ("Distil an open_clip image encoder into TinyViT with Sample-wise Re-Weighting (Yu et al., "
-                    "ACCV 2024, Section 4.2), with zero-shot evaluation by the teacher's text tower.")
-
-
-def _clip_subcommands() -> Subcommands:
-    """``srw-clip``'s name -> (one-line help, add_arguments, run). Each ``run`` imports its stage lazily."""
-    from mobilesam_srw.commands import clip_demo, clip_export
-
-    return {
-        "demo": _command(clip_demo),
-        "precompute": config_command(
-            "encode img2dataset image-text tars with the open_clip teacher into shards (run once, before training)",
-            "mobilesam_srw.data_prep.clip_precompute:ClipPrecomputeConfig",
-            "mobilesam_srw.data_prep.clip_precompute:run_clip_precompute"),
-        "train": config_command(
-            "distil a TinyViT student from the stored CLIP image embeddings with sample-wise SRW over the batch",
-            "mobilesam_srw.clip.task:ClipTrainConfig", "mobilesam_srw.clip.task:train_clip"),
-        "eval": config_command(
-            "zero-shot classification of students and teacher on an ImageFolder (ImageNet-1K val: Table 5)",
-            "mobilesam_srw.clip.evaluate:ClipEvalConfig", "mobilesam_srw.clip.evaluate:evaluate_clip"),
-        "export": _command(clip_export),
-    }
+    return run("srw-cls", argv)
 
 
 def clip_main(argv: Sequence[str] | None = None) -> int:
     """``srw-clip`` (needs the ``clip`` extra: open_clip)."""
-    try:
-        import open_clip  # noqa: F401
-    except ImportError:
-        print("srw-clip: error: open_clip is not installed; pip install 'mobilesam-srw[clip]'", file=sys.stderr)
-        return 2
-    return run_program(build_parser("srw-clip", CLIP_DESCRIPTION, _clip_subcommands()), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run("srw-clip", argv)

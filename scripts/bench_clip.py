@@ -29,21 +29,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _bench import machine_description, seconds_per_call, write_json
 
 from mobilesam_srw import shards
 from mobilesam_srw.clip import shards as clip_shards
 from mobilesam_srw.clip.dataset import ClipEmbeddingShards
 from mobilesam_srw.clip.student import build_clip_student
 from mobilesam_srw.clip.teacher import build_clip_teacher, normalize_pixels, save_teacher_checkpoint
-from mobilesam_srw.data_prep.clip_precompute import ClipPrecomputeConfig, run_clip_precompute
-from mobilesam_srw.data_prep.clip_sample_data import write_sample_img2dataset
-from mobilesam_srw.data_prep.img2dataset import discover
+from mobilesam_srw.data_prep.clip.img2dataset import discover
+from mobilesam_srw.data_prep.clip.precompute import ClipPrecomputeConfig, run_clip_precompute
+from mobilesam_srw.data_prep.clip.sample_data import write_sample_img2dataset
 from mobilesam_srw.distributed import DistributedContext
 from mobilesam_srw.engine.task import Targets
 from mobilesam_srw.engine.weighting import step_weights
 from mobilesam_srw.losses import feature_mse
-
-from _bench import machine_description, seconds_per_call, write_json
 
 PAPER_BATCH = 1024
 

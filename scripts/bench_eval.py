@@ -22,19 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _bench import machine_description, seconds_per_call, write_json
 
 from mobilesam_srw import shards
-from mobilesam_srw.data_prep.precompute import PrecomputeConfig, run_precompute
-from mobilesam_srw.data_prep.sample_data import write_sample_sa1b
+from mobilesam_srw.data_prep.sam.precompute import PrecomputeConfig, run_precompute
+from mobilesam_srw.data_prep.sam.sample_data import write_sample_sa1b
 from mobilesam_srw.distributed import resolve_device
-from mobilesam_srw.eval.evaluate import EvalConfig, evaluate
+from mobilesam_srw.eval.sam.evaluate import EvalConfig, evaluate
 from mobilesam_srw.sam import checkpoint
 from mobilesam_srw.sam.predictor import EmbeddingPredictor
 from mobilesam_srw.sam.student import build_student
-from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam
+from mobilesam_srw.sam.teachers.sam_vit import SAM_CONFIGS, build_sam
 from mobilesam_srw.tar_index import index_tar
-
-from _bench import machine_description, seconds_per_call, write_json
 
 
 def stored_embedding_seconds(folder: Path, repeats: int = 20) -> float:

@@ -25,14 +25,14 @@ import cv2
 import numpy as np
 import torch
 import webdataset as wds
+from _bench import machine_description, write_json
 from PIL import Image
 
 from mobilesam_srw import shards
-from mobilesam_srw.data_prep.sample_data import PHOTOS, _photo
-from mobilesam_srw.sam import teacher as sam_teacher
+from mobilesam_srw.data_prep.sample_photos import PHOTOS
+from mobilesam_srw.data_prep.sample_photos import photo as _photo
+from mobilesam_srw.sam.teachers import sam_vit
 from mobilesam_srw.srw import average_similarity
-
-from _bench import machine_description, write_json
 
 
 def full_size_jpegs(count: int) -> list[bytes]:
@@ -65,11 +65,11 @@ def main() -> None:
     cv2.setNumThreads(1)
 
     torch.manual_seed(0)
-    sam = sam_teacher.build_sam(replace(sam_teacher.SAM_CONFIGS["tiny"], image_size=1024))
+    sam = sam_vit.build_sam(replace(sam_vit.SAM_CONFIGS["tiny"], image_size=1024))
     originals = full_size_jpegs(args.images)
-    resized = [sam_teacher.resize_longest_side(np.asarray(Image.open(io.BytesIO(j)).convert("RGB")), 1024)
+    resized = [sam_vit.resize_longest_side(np.asarray(Image.open(io.BytesIO(j)).convert("RGB")), 1024)
                for j in originals]
-    embeddings = [sam_teacher.image_embeddings(sam, [image])[0].numpy() for image in resized]
+    embeddings = [sam_vit.image_embeddings(sam, [image])[0].numpy() for image in resized]
 
     sizes, errors = {}, []
     args.work.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,7 @@ def main() -> None:
 
     def full_size(jpeg: bytes) -> None:
         image = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        torch.from_numpy(sam_teacher.resize_longest_side(image, 1024)).permute(2, 0, 1)
+        torch.from_numpy(sam_vit.resize_longest_side(image, 1024)).permute(2, 0, 1)
 
     shard_rates = {d: rate(read_shard, [str(args.work / f"{d}.tar")], args.repeats) * args.images
                    for d in ("fp16", "int8")}

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _bench import machine_description, seconds_per_call, write_json
 
 from mobilesam_srw.losses import feature_mse
 from mobilesam_srw.srw import average_similarity, reweighted_mean, srw_weights
-
-from _bench import machine_description, seconds_per_call, write_json
 
 
 def naive_average_similarity(features: torch.Tensor) -> torch.Tensor:

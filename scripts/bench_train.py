@@ -21,15 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import webdataset as wds
+from _bench import machine_description, seconds_per_call, write_json
 
 from mobilesam_srw import shards
-from mobilesam_srw.data_prep.precompute import PrecomputeConfig, run_precompute
-from mobilesam_srw.data_prep.sample_data import write_sample_sa1b
+from mobilesam_srw.data_prep.sam.precompute import PrecomputeConfig, run_precompute
+from mobilesam_srw.data_prep.sam.sample_data import write_sample_sa1b
 from mobilesam_srw.engine.weighting import item_weights
-from mobilesam_srw.sam.train import TrainConfig, train
+from mobilesam_srw.sam.train import SamTrainConfig, train
 from mobilesam_srw.srw import reweighted_mean
-
-from _bench import machine_description, seconds_per_call, write_json
 
 
 def srw_only_seconds(batch: int, patches: int, device: str, repeats: int = 50) -> float:
@@ -52,7 +51,7 @@ def srw_only_seconds(batch: int, patches: int, device: str, repeats: int = 50) -
 
 
 def run_training(shard_dir: Path, out: Path, **options) -> dict:
-    config = TrainConfig(shards=[str(shard_dir)], out=out, progress=False, **options)
+    config = SamTrainConfig(shards=[str(shard_dir)], out=out, progress=False, **options)
     train(config)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steady = [line for line in lines if line["split"] == "train"][2:]  # skip warm-up steps

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mobilesam_srw.commands.cls_demo import ClsDemoConfig, run_demo
+from mobilesam_srw.commands.cls.demo import ClsDemoConfig, run_demo
 
 
 def main() -> None:

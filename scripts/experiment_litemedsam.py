@@ -40,15 +40,16 @@ from PIL import Image
 
 from mobilesam_srw import shards
 from mobilesam_srw.atomic import atomic_path, write_json
-from mobilesam_srw.data_prep.precompute import PrecomputeConfig, run_precompute
-from mobilesam_srw.data_prep.sample_data import PHOTOS, add_member, sa1b_sample, write_sample_sa1b
-from mobilesam_srw.eval.evaluate import EvalConfig, evaluate
-from mobilesam_srw.eval.metrics import image_patch_quartiles
+from mobilesam_srw.data_prep.sam.precompute import PrecomputeConfig, run_precompute
+from mobilesam_srw.data_prep.sam.sample_data import sa1b_sample, write_sample_sa1b
+from mobilesam_srw.data_prep.sample_photos import PHOTOS, add_member
+from mobilesam_srw.eval.sam.evaluate import EvalConfig, evaluate
+from mobilesam_srw.eval.sam.metrics import image_patch_quartiles
 from mobilesam_srw.sam.checkpoint import load_student
 from mobilesam_srw.sam.data import EmbeddingShards, embedding_statistics
 from mobilesam_srw.sam.predictor import student_embedding
-from mobilesam_srw.sam.shard_teacher import shard_teacher
-from mobilesam_srw.sam.train import TrainConfig, train
+from mobilesam_srw.sam.teachers.shards import shard_teacher
+from mobilesam_srw.sam.train import SamTrainConfig, train
 
 HELD_OUT_PHOTOS = ("stereo_motorcycle", "retina", "cell", "clock", "colorwheel", "moon", "brick", "page")
 LOSSES = ("mse", "srw")
@@ -97,7 +98,7 @@ def precompute(inputs: Path, out: Path) -> None:
 def train_run(train_shards: Path, val_shards: Path, run: Path, loss: str, seed: int, args: argparse.Namespace) -> None:
     if (run / "student.pt").is_file():
         return
-    train(TrainConfig(shards=[str(train_shards)], val_shards=[str(val_shards)], out=run, loss=loss, tau=args.tau,
+    train(SamTrainConfig(shards=[str(train_shards)], val_shards=[str(val_shards)], out=run, loss=loss, tau=args.tau,
                       student="tinyvit-micro", output_init="teacher-stats", epochs=args.epochs,
                       batch_size=args.batch_size, workers=0, seed=seed, device="cpu", progress=False,
                       resume=(run / "checkpoints" / "last.pt").is_file()))

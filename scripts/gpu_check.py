@@ -38,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mobilesam_srw.sam.student import build_student
 from mobilesam_srw.sam.task import SamTrainConfig
-from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam
+from mobilesam_srw.sam.teachers.sam_vit import SAM_CONFIGS, build_sam
 from mobilesam_srw.sam.train import train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -60,8 +60,8 @@ def prepare_shards(args, work: Path) -> tuple[Path, Path]:
     """Training shards (``args.samples`` sample photos) and one evaluation image of ``args.eval_image``, made
     by the real precompute with a random tiny SAM teacher at ``args.size`` (its ViT is cheap; the shards,
     the loader, the student and the loss are the real ones)."""
-    from mobilesam_srw.data_prep.precompute import PrecomputeConfig, run_precompute
-    from mobilesam_srw.data_prep.sample_data import write_sample_sa1b
+    from mobilesam_srw.data_prep.sam.precompute import PrecomputeConfig, run_precompute
+    from mobilesam_srw.data_prep.sam.sample_data import write_sample_sa1b
 
     train_shards, eval_shards = work / "shards", work / "eval_shards"
     write_sample_sa1b(work / "sa1b", num_images=args.samples, images_per_tar=64, seed=0, max_side=1500)
@@ -152,7 +152,7 @@ def synchronize(device: torch.device) -> None:
 
 def measure_eval(args, eval_shards: Path, run: Path) -> dict:
     """``srw-sam eval --grid N`` on one image of ``args.eval_image``: the teacher's masks and one student's."""
-    from mobilesam_srw.eval.evaluate import EvalConfig, evaluate
+    from mobilesam_srw.eval.sam.evaluate import EvalConfig, evaluate
 
     started = time.perf_counter()
     evaluate(EvalConfig(shards=[str(eval_shards)], students=[run], out=eval_shards.parent / "eval_report",

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobilesam_srw.data_prep.precompute import PrecomputeConfig, run_precompute
-from mobilesam_srw.data_prep.sample_data import write_sample_sa1b
+from mobilesam_srw.data_prep.sam.precompute import PrecomputeConfig, run_precompute
+from mobilesam_srw.data_prep.sam.sample_data import write_sample_sa1b
 from mobilesam_srw.sam import checkpoint
 from mobilesam_srw.sam.student import build_student
 

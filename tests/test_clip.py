@@ -21,7 +21,7 @@ from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES  # noqa: E402
 from skimage import data as skimage_data  # noqa: E402
 
 from mobilesam_srw.clip import export, student, teacher, zeroshot  # noqa: E402
-from mobilesam_srw.data_prep import img2dataset as data  # noqa: E402
+from mobilesam_srw.data_prep.clip import img2dataset as data  # noqa: E402
 from mobilesam_srw.errors import SrwError  # noqa: E402
 
 TEACHER = "ViT-B-32"

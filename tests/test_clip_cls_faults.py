@@ -34,9 +34,11 @@ from mobilesam_srw.clip.teacher import TeacherIdentity  # noqa: E402
 from mobilesam_srw.clip.teacher_record import identity_from_dict  # noqa: E402
 from mobilesam_srw.cls.config import ClsTrainConfig  # noqa: E402
 from mobilesam_srw.cls.train import train  # noqa: E402
-from mobilesam_srw.data_prep import clip_precompute, img2dataset, writer  # noqa: E402
-from mobilesam_srw.data_prep.clip_sample_data import CLASSNAMES_FILE, write_sample_image_folder  # noqa: E402
-from mobilesam_srw.data_prep.clip_sample_data import write_sample_img2dataset  # noqa: E402
+from mobilesam_srw.data_prep import writer  # noqa: E402
+from mobilesam_srw.data_prep.clip import img2dataset  # noqa: E402
+from mobilesam_srw.data_prep.clip import precompute as clip_precompute  # noqa: E402
+from mobilesam_srw.data_prep.clip.sample_data import CLASSNAMES_FILE, write_sample_image_folder  # noqa: E402
+from mobilesam_srw.data_prep.clip.sample_data import write_sample_img2dataset  # noqa: E402
 from mobilesam_srw.data_prep.sources import ImageLimits  # noqa: E402
 from mobilesam_srw.engine import checkpoint  # noqa: E402
 from mobilesam_srw.errors import SrwError  # noqa: E402

@@ -26,10 +26,11 @@ from mobilesam_srw.clip.task import ClipTask, ClipTrainConfig  # noqa: E402
 from mobilesam_srw.clip.teacher import build_clip_teacher, normalize_pixels, pixels_channels_first  # noqa: E402
 from mobilesam_srw.clip.teacher_record import rebuild_teacher  # noqa: E402
 from mobilesam_srw.clip.zeroshot import build_zero_shot_classifier, zero_shot_logits  # noqa: E402
-from mobilesam_srw.data_prep import clip_precompute, shard_encoding, writer  # noqa: E402
-from mobilesam_srw.data_prep.clip_sample_data import (CLASSNAMES_FILE, write_sample_image_folder,  # noqa: E402
+from mobilesam_srw.data_prep import shard_encoding, writer  # noqa: E402
+from mobilesam_srw.data_prep.clip import precompute as clip_precompute  # noqa: E402
+from mobilesam_srw.data_prep.clip.sample_data import (CLASSNAMES_FILE, write_sample_image_folder,  # noqa: E402
                                                       write_sample_img2dataset)
-from mobilesam_srw.data_prep.img2dataset import discover, iterate_samples  # noqa: E402
+from mobilesam_srw.data_prep.clip.img2dataset import discover, iterate_samples  # noqa: E402
 from mobilesam_srw.data_prep.plan import make_plan  # noqa: E402
 from mobilesam_srw.data_prep.subset import parse_subset  # noqa: E402
 from mobilesam_srw.distributed import DistributedContext  # noqa: E402

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mobilesam_srw.cls.metrics import (
+from mobilesam_srw.metrics import (
     ClassificationMeter,
     band_names,
     classification_metrics,

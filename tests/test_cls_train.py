@@ -20,9 +20,10 @@ from mobilesam_srw.cls.methods.dkd import DKD
 from mobilesam_srw.cls.methods.fitnet import ConvReg
 from mobilesam_srw.cls.models import create
 from mobilesam_srw.cls.sweep import Sweep, write_sweep
-from mobilesam_srw.cls.train import load_classifier, train
+from mobilesam_srw.cls.checkpoint import load_classifier
+from mobilesam_srw.cls.train import train
 from mobilesam_srw.engine.checkpoint import load
-from mobilesam_srw.eval.cls_tables import comparison_tables, read_run
+from mobilesam_srw.eval.cls.tables import comparison_tables, read_run
 
 COMMON = dict(dataset="digits", workers=0, progress=False, device="cpu", epochs=1)
 TEACHER, STUDENT = "cnn_digits_teacher", "cnn_digits_student"

@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 from test_precompute import assert_one_line_error
 
-from mobilesam_srw.commands.demo import LITEMEDSAM_NOTE, RANDOM_TEACHER_NOTE, DemoConfig, resolve_teacher, run_demo
+from mobilesam_srw.commands.sam.demo import LITEMEDSAM_NOTE, RANDOM_TEACHER_NOTE, DemoConfig, resolve_teacher, run_demo
 from mobilesam_srw.sam.teachers import default_checkpoint
 
 

@@ -12,14 +12,15 @@ from conftest import precompute_tiny, run_cli
 from segment_anything import SamPredictor
 from test_precompute import assert_one_line_error, original_images, read_all
 
-from mobilesam_srw.eval.evaluate import EvalConfig, evaluate
-from mobilesam_srw.eval.grid_eval import grid_points
-from mobilesam_srw.eval.metrics import paired_iou, prompt_quartiles
+from mobilesam_srw.eval.sam.evaluate import EvalConfig, evaluate
+from mobilesam_srw.eval.sam.grid import grid_points
+from mobilesam_srw.eval.sam.metrics import paired_iou, prompt_quartiles
 from mobilesam_srw.sam.masks import mask_iou
 from mobilesam_srw.sam import checkpoint
-from mobilesam_srw.sam.predictor import EmbeddingPredictor, decoder_sam
+from mobilesam_srw.sam.predictor import EmbeddingPredictor
+from mobilesam_srw.sam.teachers.loading import decoder_sam, prompt_and_decoder
 from mobilesam_srw.sam.student import build_student
-from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE, load_tiny_teacher, prompt_and_decoder
+from mobilesam_srw.sam.teachers.sam_vit import TINY_TEACHER_FILE, load_tiny_teacher
 
 
 def test_teacher_masks_equal_sam_predictor_end_to_end(sample_sa1b, tmp_path):
@@ -91,7 +92,7 @@ def test_eval_report(tiny_shards, two_runs, tmp_path):
 def test_student_equal_to_teacher_scores_100(tiny_shards):
     """A 'student' whose embedding is the teacher's own gives IoU 1: checks the pairing end to end."""
     from mobilesam_srw import shards
-    from mobilesam_srw.eval import grid_eval
+    from mobilesam_srw.eval.sam import grid as grid_eval
 
     sample = next(shards.iterate_shards(shards.shard_paths([tiny_shards])))
     decoder = prompt_and_decoder(tiny_shards / TINY_TEACHER_FILE)  # read once, shared
@@ -130,7 +131,7 @@ def test_gt_masks_are_the_annotations(tiny_shards):
     from pycocotools import mask as mask_utils
 
     from mobilesam_srw import shards
-    from mobilesam_srw.eval.gt_eval import ground_truth
+    from mobilesam_srw.eval.sam.gt import ground_truth
 
     sample = next(shards.iterate_shards(shards.shard_paths([tiny_shards])))
     masks, boxes, clicks = ground_truth(sample)
@@ -158,7 +159,7 @@ def test_everything_mode_matches_and_buckets(tiny_shards, two_runs, tmp_path):
 
 
 def test_size_buckets_use_coco_thresholds_at_input_scale():
-    from mobilesam_srw.eval.everything_eval import size_bucket
+    from mobilesam_srw.eval.sam.everything import size_bucket
 
     assert size_bucket(31 ** 2, (1024, 1024), 1024) == "small"
     assert size_bucket(95 ** 2, (1024, 1024), 1024) == "medium"
@@ -196,9 +197,9 @@ def test_old_manifests_keep_working(tiny_shards, two_runs, tmp_path):
     from mobilesam_srw import shards
     from mobilesam_srw.errors import SrwError
     from mobilesam_srw.sam.preprocessing import SamPreprocessing
-    from mobilesam_srw.sam.shard_teacher import complete_record, shard_teacher
-    from mobilesam_srw.sam.train import TrainConfig, train
-    from mobilesam_srw.viz.heatmap import HeatmapConfig, draw_heatmaps
+    from mobilesam_srw.sam.teachers.shards import complete_record, shard_teacher
+    from mobilesam_srw.sam.train import SamTrainConfig, train
+    from mobilesam_srw.viz.sam.heatmap import HeatmapConfig, draw_heatmaps
 
     old = tmp_path / "old"
     shutil.copytree(tiny_shards, old)
@@ -212,7 +213,7 @@ def test_old_manifests_keep_working(tiny_shards, two_runs, tmp_path):
     summary = evaluate(EvalConfig(shards=[str(old)], students=two_runs, out=tmp_path / "report", grids=[2], limit=1,
                                   progress=False, device="cpu"))
     assert summary["teacher"]["preprocessing"] == "sam" and 0 <= summary["miou"]["mse"]["2"] <= 100
-    train(TrainConfig(shards=[str(old)], out=tmp_path / "run", student="tinyvit-micro", batch_size=2, epochs=1,
+    train(SamTrainConfig(shards=[str(old)], out=tmp_path / "run", student="tinyvit-micro", batch_size=2, epochs=1,
                       max_steps=1, workers=0, progress=False, device="cpu"))
     assert draw_heatmaps(HeatmapConfig(shards=[str(old)], out=tmp_path / "figures", first=1))
     (old / "manifest.json").unlink()  # no manifest at all: SAM's layout from the embedding shape
@@ -228,7 +229,7 @@ def test_shards_of_two_teachers_are_refused(tiny_shards, tmp_path):
 
     from mobilesam_srw import shards
     from mobilesam_srw.errors import SrwError
-    from mobilesam_srw.sam.shard_teacher import shard_teacher
+    from mobilesam_srw.sam.teachers.shards import shard_teacher
 
     other = tmp_path / "other"
     shutil.copytree(tiny_shards, other)
@@ -243,7 +244,7 @@ def test_gt_box_mode_scores_students_against_the_teacher(tiny_shards, tmp_path):
     """A 'student' whose embedding is the teacher's own scores 100 against the teacher, and the teacher's
     own IoU against the annotations."""
     from mobilesam_srw import shards
-    from mobilesam_srw.eval.gt_eval import evaluate_image_gt, summarize_gt
+    from mobilesam_srw.eval.sam.gt import evaluate_image_gt, summarize_gt
 
     sample = next(shards.iterate_shards(shards.shard_paths([tiny_shards])))
     decoder = decoder_sam(tiny_shards / TINY_TEACHER_FILE, 256)

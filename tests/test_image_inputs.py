@@ -19,10 +19,11 @@ from mobilesam_srw import shards
 from mobilesam_srw.sam.annotations import coco_annotations, rle_runs, sa1b_annotations
 from mobilesam_srw.data_prep.images import decode_rgb
 from mobilesam_srw.data_prep.keys import unique_keys
-from mobilesam_srw.data_prep.sample_data import _photo, write_sample_folder
+from mobilesam_srw.data_prep.sam.sample_data import write_sample_folder
+from mobilesam_srw.data_prep.sample_photos import photo as _photo
 from mobilesam_srw.data_prep.sources import BadSample, ImageLimits
 from mobilesam_srw.errors import SrwError
-from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE
+from mobilesam_srw.sam.teachers.sam_vit import TINY_TEACHER_FILE
 
 SIZE = 128  # the tiny teacher's input size in these tests
 

@@ -36,5 +36,5 @@ def test_the_core_imports_no_stage():
 
 def test_the_rule_sees_a_violation(tmp_path):
     offender = tmp_path / "bad.py"
-    offender.write_text("def f():\n    from mobilesam_srw.eval.report import write_report\n")
-    assert "mobilesam_srw.eval.report" in imported_modules(offender)
+    offender.write_text("def f():\n    from mobilesam_srw.eval.sam.report import write_report\n")
+    assert "mobilesam_srw.eval.sam.report" in imported_modules(offender)

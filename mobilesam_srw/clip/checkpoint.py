@@ -12,9 +12,14 @@ from torch import nn
 
 from mobilesam_srw.clip.student import build_clip_student
 from mobilesam_srw.clip.teacher_record import check_fields, check_identity_record
-from mobilesam_srw.cls.models.loading import load_weights
-from mobilesam_srw.engine.checkpoint import CHECKPOINT_DIR, LAST_CHECKPOINT, STUDENT_FILE, load
+from mobilesam_srw.engine.checkpoint import (
+    CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
+    STUDENT_FILE,
+    load,
+)
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.weights import load_weights
 
 STUDENT_KIND = "srw-clip student"
 

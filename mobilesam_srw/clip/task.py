@@ -10,8 +10,8 @@ with ``--online`` the teacher recomputes them from those pixels in every step in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -20,10 +20,15 @@ from mobilesam_srw import shards
 from mobilesam_srw.clip import checkpoint
 from mobilesam_srw.clip import shards as clip_shards
 from mobilesam_srw.clip.dataset import ClipEmbeddingShards
-from mobilesam_srw.clip.student import CLIP_STUDENTS, DEFAULT_CLIP_STUDENT, build_clip_student, timm_model_name
+from mobilesam_srw.clip.student import (
+    CLIP_STUDENTS,
+    DEFAULT_CLIP_STUDENT,
+    build_clip_student,
+    timm_model_name,
+)
 from mobilesam_srw.clip.teacher import ClipTeacher, normalize_pixels
 from mobilesam_srw.clip.teacher_record import rebuild_teacher
-from mobilesam_srw.engine import EngineConfig, Losses, Targets, Task, fit
+from mobilesam_srw.engine import EngineConfig, Losses, Targets, Task
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.losses import feature_mse
 from mobilesam_srw.options import option
@@ -159,8 +164,3 @@ class ClipTask(Task):
         return (f"CLIP, student {self.config.student} at {self.data.image_size[0]}x{self.data.image_size[1]} px -> "
                 f"{self.data.embed_dim}-d, teacher {self.data.teacher['name']} ({source}), loss {self.config.loss}")
 
-
-def train_clip(config: ClipTrainConfig) -> dict:
-    """Train (or resume) a CLIP student run; returns the last step's metrics and the last validation."""
-    config.check()
-    return fit(ClipTask(config))

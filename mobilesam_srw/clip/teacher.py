@@ -32,7 +32,7 @@ from torchvision.transforms import Compose, Normalize
 
 from mobilesam_srw.atomic import atomic_path
 from mobilesam_srw.errors import SrwError
-from mobilesam_srw.sam.teacher import file_sha256
+from mobilesam_srw.weights import file_sha256
 
 RANDOM_SEED_KEY = "mobilesam_srw_random_seed"
 PREPROCESS_KEYS = ("size", "mean", "std", "interpolation", "resize_mode", "fill_color")

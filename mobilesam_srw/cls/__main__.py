@@ -1,7 +1,7 @@
-"""``python -m mobilesam_srw.cls`` is ``srw-cls`` (for ``torchrun -m mobilesam_srw.cls train ...``)."""
+"""``python -m mobilesam_srw.cls`` is ``srw-cls`` (so ``torchrun -m mobilesam_srw.cls train ...`` runs it on every rank)."""
 
 import sys
 
-from mobilesam_srw.cli import cls_main
+from mobilesam_srw.cli import run
 
-sys.exit(cls_main())
+sys.exit(run("srw-cls"))

@@ -16,9 +16,9 @@ from mobilesam_srw.cls.config import ClsTrainConfig
 from mobilesam_srw.cls.data import DATASETS, build_datasets
 from mobilesam_srw.cls.methods import METHODS, Method, MethodSettings, method_settings
 from mobilesam_srw.cls.methods.fitnet import FitNet
-from mobilesam_srw.cls.metrics import topk_correct
 from mobilesam_srw.engine import Losses, Targets, Task
 from mobilesam_srw.engine.optim import uniform_decay_groups
+from mobilesam_srw.metrics import topk_correct
 
 STUDENT_RECORD = "srw-cls student"
 

@@ -1,4 +1,5 @@
-"""Argument parsing for each ``srw-sam`` subcommand; each module has ``add_arguments`` and ``run``.
+"""The command lines' wiring, one package per task (``sam``, ``cls``, ``clip``), each exporting its ``PROGRAM``
+(a table of subcommands), and the options derived from configuration dataclasses (``config_args``).
 
-These modules are the only place where the core reaches the stages (they wire the CLI).
+These modules (and ``mobilesam_srw.cli``) are the only place where the core reaches the stages.
 """

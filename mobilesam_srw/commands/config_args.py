@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import sys
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -78,23 +80,61 @@ def _imported(target: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def config_command(help: str, config: str, function: str) -> tuple[str, Callable, Callable]:
+@dataclass(frozen=True)
+class Subcommand:
+    """One entry of a program's table: its one-line help, how it adds its options to its parser, and how it
+    runs the parsed arguments (returns the exit code). ``add_arguments`` is called only for the subcommand
+    being run, so ``--help`` and every other subcommand start without importing its library."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
+class Program:
+    """A command-line program (``srw-sam``, ``srw-cls``, ``srw-clip``): its description and its table.
+
+    Args:
+        name: the program's name.
+        description: one line for ``--help``.
+        subcommands: name -> :class:`Subcommand`.
+        needs: a module the program cannot run without, and the line saying how to install it.
+    """
+
+    name: str
+    description: str
+    subcommands: dict[str, Subcommand]
+    needs: tuple[str, str] | None = None
+
+
+def config_command(help: str, config: str, function: str, *, exclude: Iterable[str] = (),
+                   values: dict[str, Any] | None = None,
+                   report: Callable[[Any, Any], str] | None = None) -> Subcommand:
     """A subcommand that is one configuration dataclass, built from its options, handed to one library function.
 
     Args:
         help: the subcommand's one-line help.
         config: ``"module:ConfigClass"``; imported only when the subcommand is used, so the CLI starts fast.
         function: ``"module:function"``, called with the configuration.
-
-    Returns:
-        ``(help, add_arguments, run)``, an entry of a subcommand table (``mobilesam_srw.cli``).
+        exclude: fields the subcommand does not offer as options.
+        values: fields the subcommand sets itself (e.g. no distillation method for a teacher).
+        report: ``(config, result) -> line`` printed to stderr when the function returns.
     """
 
     def add_arguments(parser: argparse.ArgumentParser) -> None:
-        add_config_arguments(parser, _imported(config))
+        add_config_arguments(parser, _imported(config), exclude)
 
     def run(args: argparse.Namespace) -> int:
-        _imported(function)(config_from_args(_imported(config), args))
+        configuration = config_from_args(_imported(config), args, **(values or {}))
+        result = _imported(function)(configuration)
+        if report is not None:
+            print(report(configuration, result), file=sys.stderr)
         return 0
 
-    return help, add_arguments, run
+    return Subcommand(help, add_arguments, run)
+
+
+def files_written(config: Any, paths: list) -> str:
+    """The report line of a command that writes figure files into ``config.out``."""
+    return f"wrote {len(paths)} files to {config.out}"

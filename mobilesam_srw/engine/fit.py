@@ -54,8 +54,7 @@ def _start(engine: Engine) -> None:
 
 def fit(task: Task) -> dict:
     """Train (or resume) ``task``'s run; returns the last step's metrics and the last validation (``val_*``)."""
-    config = task.config
-    config.check()
+    config = task.config  # checked when the task was made (Task.__init__)
     config.out = Path(config.out)
     with distributed_context(config.device) as ctx:
         engine = Engine(task, ctx)
@@ -103,7 +102,7 @@ def _train(engine: Engine, validation) -> dict:
     engine.save(checkpoint.LAST_CHECKPOINT)
     if ctx.is_main:
         checkpoint.save(config.out / checkpoint.STUDENT_FILE,
-                        {**task.student_record(engine.module), "steps": engine.step, "tau": config.tau,
+                        {**task.student_record(engine.module), "steps": engine.step, "seed": config.seed, "tau": config.tau,
                          "normalizer": config.weight_normalizer})
         print(f"train: {engine.step} steps done; student: {config.out / checkpoint.STUDENT_FILE}", file=sys.stderr)
     ctx.barrier()

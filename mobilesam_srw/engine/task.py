@@ -75,6 +75,7 @@ class Task(ABC):
     plain_loss_name: str = "distill"
 
     def __init__(self, config: EngineConfig) -> None:
+        config.check()  # every option, before a subclass reads any data or a run folder is made
         self.config = config
 
     @abstractmethod

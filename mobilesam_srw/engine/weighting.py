@@ -23,7 +23,12 @@ import torch
 import torch.distributed as dist
 
 from mobilesam_srw.distributed import DistributedContext
-from mobilesam_srw.srw import average_similarity, similarity_to_centroid, srw_weights, unit_vector_sum
+from mobilesam_srw.srw import (
+    average_similarity,
+    similarity_to_centroid,
+    srw_weights,
+    unit_vector_sum,
+)
 
 
 @dataclass

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mobilesam_srw.engine.checkpoint import CHECKPOINT_DIR, LAST_CHECKPOINT, STUDENT_FILE, load, save
+from mobilesam_srw.engine.checkpoint import (
+    CHECKPOINT_DIR,
+    LAST_CHECKPOINT,
+    STUDENT_FILE,
+    load,
+    save,
+)
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam.student import SamStudent, build_student
 from mobilesam_srw.sam.transforms import PATCH_SIZE

@@ -12,9 +12,9 @@ from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam import checkpoint
 from mobilesam_srw.sam.mobilesam_format import to_mobilesam
 from mobilesam_srw.sam.student import SamStudent
-from mobilesam_srw.sam.transforms import PATCH_SIZE
-from mobilesam_srw.sam.teacher import prompt_and_decoder
 from mobilesam_srw.sam.teachers import decoder_from_checkpoint
+from mobilesam_srw.sam.teachers.loading import prompt_and_decoder
+from mobilesam_srw.sam.transforms import PATCH_SIZE
 
 MOBILESAM_STUDENT = "tinyvit-5m"  # the architecture of MobileSAM's vit_t
 

@@ -28,10 +28,17 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.onnx import SamOnnxModel
 
 from mobilesam_srw.errors import SrwError
-from mobilesam_srw.onnx_export import DEFAULT_OPSET, check_opset, export_image_encoder_onnx, export_onnx, require_onnx
+from mobilesam_srw.onnx_export import (
+    DEFAULT_OPSET,
+    check_opset,
+    export_image_encoder_onnx,
+    export_onnx,
+    require_onnx,
+)
 from mobilesam_srw.sam import checkpoint
 from mobilesam_srw.sam.export import student_sam
-from mobilesam_srw.sam.student import EMBEDDING_DIM, SamStudent
+from mobilesam_srw.sam.student import SamStudent
+from mobilesam_srw.sam.transforms import EMBEDDING_DIM
 
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"

@@ -8,18 +8,18 @@ segment-anything (points, boxes, the automatic generator) runs on them unchanged
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 from torch import nn
 
-from mobilesam_srw.errors import SrwError
-from mobilesam_srw.sam.preprocessing import Preprocessing, SamPreprocessing, student_input
+from mobilesam_srw.sam.preprocessing import (
+    Preprocessing,
+    SamPreprocessing,
+    student_input,
+)
 from mobilesam_srw.sam.student import SamStudent
-from mobilesam_srw.sam.teacher import SamConfig, build_sam, prompt_and_decoder
 from mobilesam_srw.sam.transforms import pad_image
 from mobilesam_srw.shards import ShardSample
 
@@ -33,26 +33,6 @@ class StoredEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("the teacher's image encoder never runs in evaluation: its embeddings are stored")
-
-
-def decoder_sam(decoder: Path | dict[str, torch.Tensor], input_size: int,
-                image_encoder: nn.Module | None = None) -> Sam:
-    """A ``Sam`` with a checkpoint's prompt encoder and mask decoder, at ``input_size``.
-
-    Args:
-        decoder: the weights from :func:`~mobilesam_srw.sam.teacher.prompt_and_decoder` (read once per
-            command and shared by every model), or the checkpoint's path.
-        input_size: the encoder's square input size.
-        image_encoder: a student; by default a :class:`StoredEncoder` (the teacher's ViT is never built).
-    """
-    state = prompt_and_decoder(decoder) if isinstance(decoder, (str, Path)) else decoder
-    config = SamConfig(64, 1, 1, (), image_size=input_size, window_size=0)  # the ViT part is discarded
-    sam = build_sam(config)
-    sam.image_encoder = image_encoder if image_encoder is not None else StoredEncoder(input_size)
-    missing, unexpected = sam.load_state_dict(state, strict=False)
-    if unexpected or any(not key.startswith("image_encoder.") for key in missing):
-        raise SrwError("the checkpoint's prompt encoder or mask decoder does not fit SAM's")
-    return sam.eval()
 
 
 class EmbeddingPredictor(SamPredictor):

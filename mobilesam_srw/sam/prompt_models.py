@@ -1,7 +1,7 @@
 """The models that prompt: the teacher's decoder on stored embeddings and each student's, built once.
 
 One prompt encoder and mask decoder (the teacher's, from its record:
-:meth:`~mobilesam_srw.sam.shard_teacher.ShardTeacher.decoder`) serves every predictor: a
+:meth:`~mobilesam_srw.sam.teachers.shards.ShardTeacher.decoder`) serves every predictor: a
 predictor holds only its installed embedding. :meth:`PromptModels.install` is the prologue
 every evaluation mode and figure runs per image.
 """

@@ -25,9 +25,8 @@ from timm.models.tiny_vit import TinyVit
 from torch import nn
 
 from mobilesam_srw.errors import SrwError
-from mobilesam_srw.sam.transforms import PATCH_SIZE
+from mobilesam_srw.sam.transforms import EMBEDDING_DIM, INPUT_SIZE, PATCH_SIZE
 
-EMBEDDING_DIM = 256
 TINYVIT_STRIDES = (4, 8, 16)  # stem /4, then patch mergings /2 before stages 1 and 2 (stage 3's is /1)
 
 
@@ -186,7 +185,7 @@ class _TimmFeatures(nn.Module):
         return torch.cat([fine[0], upsampled], dim=1)
 
 
-def build_student(name: str, img_size: int = 1024, stride: int = PATCH_SIZE) -> SamStudent:
+def build_student(name: str, img_size: int = INPUT_SIZE, stride: int = PATCH_SIZE) -> SamStudent:
     """``tinyvit-5m`` (MobileSAM), ``tinyvit-micro`` (tests, demo), or ``timm:<model name>``.
 
     Args:

@@ -5,7 +5,7 @@ images do not affect each other". The per-patch loss is the MSE over the 256 cha
 the patches' avesim was stored by precompute (or is computed from the embedding in the loader).
 
 The teacher's input size, preprocessing and patch size come from its record in the shards'
-manifest (:func:`~mobilesam_srw.sam.shard_teacher.shard_teacher`): the student sees the stored
+manifest (:func:`~mobilesam_srw.sam.teachers.shards.shard_teacher`): the student sees the stored
 image normalised as the teacher saw it (LiteMedSAM: per-image min-max; SAM: its mean and std),
 resized to the student's own input size when that differs, and its output stride is chosen so
 its grid is the teacher's (LiteMedSAM at 256 px: 64 x 64, stride 4).
@@ -14,8 +14,8 @@ its grid is the teacher's (LiteMedSAM at 256 px: 64 x 64, stride 4).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 from torch import nn
 
@@ -27,8 +27,13 @@ from mobilesam_srw.options import option
 from mobilesam_srw.sam import checkpoint
 from mobilesam_srw.sam.data import EmbeddingShards, embedding_statistics
 from mobilesam_srw.sam.preprocessing import student_input
-from mobilesam_srw.sam.shard_teacher import shard_teacher
-from mobilesam_srw.sam.student import SamStudent, build_student, match_output_statistics, student_stride
+from mobilesam_srw.sam.student import (
+    SamStudent,
+    build_student,
+    match_output_statistics,
+    student_stride,
+)
+from mobilesam_srw.sam.teachers.shards import shard_teacher
 from mobilesam_srw.sam.transforms import valid_patch_mask
 
 LOSSES = ("srw", "mse")

@@ -9,12 +9,9 @@ from __future__ import annotations
 from mobilesam_srw.engine import fit
 from mobilesam_srw.sam.task import SamTask, SamTrainConfig
 
-TrainConfig = SamTrainConfig
-
-__all__ = ["SamTrainConfig", "TrainConfig", "train"]
+__all__ = ["SamTrainConfig", "train"]
 
 
 def train(config: SamTrainConfig) -> dict:
     """Train (or resume) a SAM student run; returns the last step's metrics and the last validation."""
-    config.check()
     return fit(SamTask(config))

@@ -1,18 +1,23 @@
-"""SAM's input transform split in two for fast loading: pad uint8 on the CPU, normalise on the device.
+"""SAM's image frame (input size, patch, embedding width, pixel statistics) and its input transform split in
+two for fast loading: pad uint8 on the CPU, normalise on the device.
 
 ``Sam.preprocess`` normalises then pads with zeros, so the padding is zero *after*
 normalisation. :func:`normalize_padded` reproduces that on a uint8 batch padded by
-:func:`pad_image` (a test checks it equals ``Sam.preprocess``).
+:func:`pad_image` (a test checks it equals ``Sam.preprocess``). SAM's pixel statistics are
+ImageNet's (timm's constants) in [0, 255] (a test checks them against ``Sam``'s buffers).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
-PATCH_SIZE = 16
+INPUT_SIZE = 1024  # the encoder's square input of every released SAM (and MobileSAM)
+PATCH_SIZE = 16  # input pixels per embedding cell: a 64 x 64 grid at 1024 px
+EMBEDDING_DIM = 256  # channels of SAM's image embedding, its prompt encoder's and mask decoder's width
+PIXEL_MEAN = tuple(255 * value for value in IMAGENET_DEFAULT_MEAN)
+PIXEL_STD = tuple(255 * value for value in IMAGENET_DEFAULT_STD)
 
 
 def pad_image(image: np.ndarray, size: int) -> torch.Tensor:

@@ -19,9 +19,20 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from mobilesam_srw.cls.models import digits_cnn, imagenet, mobilenetv2, resnet, resnetv2, shufflenet_v1, shufflenet_v2, vgg, wrn
-from mobilesam_srw.cls.models.loading import load_teacher_checkpoint, load_weights
+from mobilesam_srw.cls.models import (
+    digits_cnn,
+    imagenet,
+    mobilenetv2,
+    resnet,
+    resnetv2,
+    shufflenet_v1,
+    shufflenet_v2,
+    vgg,
+    wrn,
+)
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.weights import load_weights
+from mobilesam_srw.weights import load_weights_file as load_teacher_checkpoint
 
 CIFAR_MODELS: dict[str, Callable[[int], nn.Module]] = {
     "resnet8": resnet.resnet8,
