@@ -25,6 +25,7 @@ from mobilesam_srw.errors import SrwError
 USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG,
                        errno.ENOTDIR, errno.EEXIST)  # the last two: a path through or onto a file
 
+STAGES = ("mobilesam_srw.data_prep", "mobilesam_srw.eval", "mobilesam_srw.viz")  # each checks its checkout on import
 # Program name -> the task module that exports its PROGRAM.
 PROGRAMS = {"srw-sam": "mobilesam_srw.commands.sam", "srw-cls": "mobilesam_srw.commands.cls",
             "srw-clip": "mobilesam_srw.commands.clip"}
@@ -94,14 +95,20 @@ def run(name: str, argv: Sequence[str] | None = None) -> int:
     """Run program ``name`` (``srw-sam``, ``srw-cls``, ``srw-clip``) on ``argv`` (default ``sys.argv[1:]``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     spec = program(name)
-    if spec.needs is not None:
-        module, install = spec.needs
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            print(f"{name}: error: {install}", file=sys.stderr)
-            return 2
-    return run_program(build_parser(spec, argv), argv)
+    try:
+        for stage in STAGES:  # light packages whose import refuses a core and stages of two checkouts
+            importlib.import_module(stage)
+        if spec.needs is not None:
+            module, install = spec.needs
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise SrwError(install) from None
+        parser = build_parser(spec, argv)  # imports the chosen subcommand's configuration
+    except SrwError as error:
+        print(f"{name}: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    return run_program(parser, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -76,3 +76,12 @@ def check_options(config: Any) -> None:
                 raise SrwError(f"{name} must be >= {field.metadata['minimum']:g}, got {item}")
             if field.metadata["above"] is not None and item <= field.metadata["above"]:
                 raise SrwError(f"{name} must be > {field.metadata['above']:g}, got {item}")
+
+
+def default_of(config_class: type, name: str) -> Any:
+    """The default of field ``name`` of a configuration dataclass (so another configuration can reuse it
+    without writing it again)."""
+    field = {field.name: field for field in dataclasses.fields(config_class)}[name]
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default

@@ -338,13 +338,6 @@ def embedding_shape(paths: list[str]) -> tuple[int, ...]:
     raise SrwError(f"{paths[0]} holds no samples")
 
 
-def sample_count(paths: list[str]) -> int | None:
-    """Samples in ``paths`` from the manifests listing them all, or None when a manifest is missing."""
-    counts = {entry["name"]: entry["samples"] for m in _manifests(paths) for entry in m.get("shards", [])}
-    names = [Path(p).name for p in paths]
-    return sum(counts[name] for name in names) if all(name in counts for name in names) else None
-
-
 def read_indexed(spans: dict, with_image: bool = True, as_float32: bool = True) -> ShardSample:
     """Decode one sample of :func:`index_shards` (reads only its own members).
 

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import torch
 from _bench import machine_description, seconds_per_call, write_json
 
@@ -108,7 +109,7 @@ def srw_share(student_name: str, batch: int, repeats: int) -> dict:
     pixels = torch.randint(0, 256, (batch, 3, 224, 224), dtype=torch.uint8)
     targets = torch.randn(batch, 512)
     weights = torch.full((batch,), 1.0 / batch)
-    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
 
     def step():
         loss = (weights * feature_mse(student(normalize_pixels(pixels, mean, std)), targets, dim=-1)).sum()

@@ -86,3 +86,21 @@ def test_console_script_is_installed():
 def test_unknown_command_exits_2():
     result = run_cli("frobnicate")
     assert result.returncode == 2
+
+
+def test_a_stage_from_another_checkout_is_refused(tmp_path):
+    from mobilesam_srw.checkout import MixedCheckoutError, check_same_checkout
+
+    check_same_checkout(str(REPO / "eval" / "__init__.py"), "mobilesam_srw.eval")  # this checkout: fine
+    with pytest.raises(MixedCheckoutError, match="two checkouts are mixed") as error:
+        check_same_checkout(str(tmp_path / "eval" / "__init__.py"), "mobilesam_srw.eval")
+    assert str(tmp_path / "eval") in str(error.value) and str(REPO / "mobilesam_srw") in str(error.value)
+
+
+@pytest.mark.slow
+def test_the_cli_refuses_a_second_checkout_run_with_this_environment(tmp_path):
+    """A copy of the core run with this environment from its own root (python -m puts it first on the path)."""
+    shutil.copytree(REPO / "mobilesam_srw", tmp_path / "mobilesam_srw", ignore=shutil.ignore_patterns("__pycache__"))
+    result = run_cli("eval", "--help", cwd=tmp_path)
+    assert result.returncode == 2 and "two checkouts are mixed" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

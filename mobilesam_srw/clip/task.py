@@ -28,16 +28,15 @@ from mobilesam_srw.clip.student import (
 )
 from mobilesam_srw.clip.teacher import ClipTeacher, normalize_pixels
 from mobilesam_srw.clip.teacher_record import rebuild_teacher
-from mobilesam_srw.engine import EngineConfig, Losses, Targets, Task
+from mobilesam_srw.engine import Losses, Targets, Task
+from mobilesam_srw.engine.config import FeatureDistillationConfig
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.losses import feature_mse
 from mobilesam_srw.options import option
 
-LOSSES = ("srw", "mse")
-
 
 @dataclass(kw_only=True)
-class ClipTrainConfig(EngineConfig):
+class ClipTrainConfig(FeatureDistillationConfig):
     """``srw-clip train``: the engine's settings with the paper's CLIP recipe as defaults, and these.
 
     The paper's (Section 4.2): lr 0.001, batch 1024, 10 epochs. ``batch_size`` is per rank and micro-step,
@@ -52,8 +51,6 @@ class ClipTrainConfig(EngineConfig):
     UNUSED_OPTIONS: ClassVar[tuple[str, ...]] = ("optimizer", "momentum", "schedule", "milestones", "lr_decay")
 
     shards: list[str] = option(help="srw-clip precompute shards: globs (quote them), folders, files")
-    loss: str = option("srw", choices=LOSSES,
-                       help="srw: sample-wise re-weighted MSE of image embeddings; mse: plain MSE, the baseline")
     student: str = option(DEFAULT_CLIP_STUDENT, help=f"{', '.join(CLIP_STUDENTS)} (TinyViT, the paper's), "
                                                      "or timm:<name>")
     online: bool = option(False, help="run the teacher on the stored pixels in every step instead of reading the "
@@ -66,11 +63,7 @@ class ClipTrainConfig(EngineConfig):
     batch_size: int = option(1024, help="samples per rank and micro-step (global batch = this x ranks x "
                                         "--grad-accum)", minimum=1)
 
-    RUN_FIELDS = EngineConfig.RUN_FIELDS + ("loss", "student", "online")
-
-    @property
-    def uses_srw(self) -> bool:
-        return self.loss == "srw"
+    RUN_FIELDS = FeatureDistillationConfig.RUN_FIELDS + ("student", "online")
 
     def check(self) -> None:
         super().check()

@@ -110,11 +110,6 @@ def differing_fields(first: dict, second: dict) -> list[str]:
                   if key not in _INCIDENTAL and first.get(key) != second.get(key))
 
 
-def same_teacher(first: dict, second: dict) -> bool:
-    """Whether two identity records give the same embeddings."""
-    return not differing_fields(first, second)
-
-
 def rebuild_teacher(identity: dict, checkpoint: Path | None, recorded: str | Path | None,
                     device: str | torch.device = "cpu") -> ClipTeacher:
     """The teacher of ``identity``, built from ``checkpoint`` (or the ``recorded`` path when not given).

@@ -13,6 +13,7 @@ from pathlib import Path
 from mobilesam_srw.cls.data import DATASET_FAMILY, DATASETS
 from mobilesam_srw.cls.methods import METHODS
 from mobilesam_srw.engine import EngineConfig
+from mobilesam_srw.engine.config import OPTIMIZERS, SCHEDULES
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.options import option
 
@@ -66,8 +67,8 @@ class ClsTrainConfig(EngineConfig):
         help="teacher output that Eq. 4 compares: the pooled penultimate feature or the logits",
     )
     tau: float = option(0.7, above=0, help="SRW temperature of Eq. 5 (Table 8: best 0.5-1.0 per pair)")
-    optimizer: str = option("sgd", choices=("adamw", "sgd"), help="optimiser")
-    schedule: str = option("step", choices=("cosine", "step"), help="lr schedule")
+    optimizer: str = option("sgd", choices=OPTIMIZERS, help="optimiser")
+    schedule: str = option("step", choices=SCHEDULES, help="lr schedule")
     warmup: float = option(0.0, minimum=0, help="linear lr warmup (fraction of steps if < 1, else steps)")
     lr: float | None = option(None, above=0, help="learning rate (default: the recipe's)")
     batch_size: int | None = option(None, minimum=1, help="samples per rank and micro-step (default: the recipe's)")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobilesam_srw.atomic import atomic_path
+from mobilesam_srw.cls.config import ClsTrainConfig
 from mobilesam_srw.cls.data import DATASET_FAMILY
 from mobilesam_srw.cls.methods import METHODS
 from mobilesam_srw.cls.models import MODEL_FAMILIES
@@ -35,7 +36,7 @@ class Sweep:
     teacher_dir: Path = option(help="holds <teacher>_vanilla/ckpt_epoch_240.pth (mdistiller's cifar_teachers layout)")
     out: Path = option(help="parent folder of the run folders", flag="--runs-dir")
     methods: list[str] = option(factory=lambda: ["kd", "dkd"], choices=tuple(METHODS), help="distillation methods")
-    taus: list[float] = option(factory=lambda: [0.7], above=0, help="SRW temperatures (Table 8's sweep when several)")
+    taus: list[float] = option(factory=lambda: [ClsTrainConfig.tau], above=0, help="SRW temperatures (Table 8's sweep when several)")
     normalizers: list[str] = option(factory=lambda: ["softmax"], choices=NORMALIZERS[:3],
                                     help="softmax (Eq. 5, SRW), reverse (Table 7), sum (Table 9)")
     seeds: list[int] = option(factory=lambda: [0], minimum=0, help="seeds per configuration")

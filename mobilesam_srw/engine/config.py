@@ -21,6 +21,7 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 SRW_SCOPES = ("batch", "local")
+LOSSES = ("srw", "mse")  # what feature-distillation tasks (SAM, CLIP) take as --loss
 
 
 def default_workers() -> int:
@@ -100,6 +101,20 @@ def _plain(value):
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+@dataclass(kw_only=True)
+class FeatureDistillationConfig(EngineConfig):
+    """A task that distils teacher features with MSE (Eq. 2), re-weighted by SRW or not: SAM and CLIP."""
+
+    loss: str = option("srw", choices=LOSSES, help="srw: the MSE re-weighted by SRW (Eq. 4-6); mse: the plain MSE, "
+                                                   "the baseline (MobileSAM's)")
+
+    RUN_FIELDS = EngineConfig.RUN_FIELDS + ("loss",)
+
+    @property
+    def uses_srw(self) -> bool:
+        return self.loss == "srw"
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:

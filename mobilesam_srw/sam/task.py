@@ -20,7 +20,8 @@ from typing import ClassVar
 from torch import nn
 
 from mobilesam_srw import shards
-from mobilesam_srw.engine import EngineConfig, Losses, Targets, Task
+from mobilesam_srw.engine import Losses, Targets, Task
+from mobilesam_srw.engine.config import FeatureDistillationConfig
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.losses import feature_mse
 from mobilesam_srw.options import option
@@ -36,13 +37,12 @@ from mobilesam_srw.sam.student import (
 from mobilesam_srw.sam.teachers.shards import shard_teacher
 from mobilesam_srw.sam.transforms import valid_patch_mask
 
-LOSSES = ("srw", "mse")
 OUTPUT_INITS = ("default", "teacher-stats")
 STATISTICS_SAMPLES = 64
 
 
 @dataclass(kw_only=True)
-class SamTrainConfig(EngineConfig):
+class SamTrainConfig(FeatureDistillationConfig):
     """``srw-sam train``: the engine's settings (the paper's AdamW, lr 0.002, batch 64, 8 epochs) and these.
 
     tau 0.5 is ours: the paper gives none for SAM (Table 8: 0.5-1.0 for classification).
@@ -53,8 +53,6 @@ class SamTrainConfig(EngineConfig):
                                                  "lr_decay")
 
     shards: list[str] = option(help="precompute shards: globs (quote them), folders, files")
-    loss: str = option("srw", choices=LOSSES,
-                       help="srw: patch-wise re-weighted MSE; mse: plain MSE, the MobileSAM baseline")
     student: str = option("tinyvit-5m", help="tinyvit-5m (MobileSAM), tinyvit-micro, or timm:<name>")
     student_size: int | None = option(None, minimum=16,
                                       help="the student's input size in px (default: the teacher's); its output "
@@ -68,11 +66,7 @@ class SamTrainConfig(EngineConfig):
     ignore_padding: bool = option(False, help="patches that lie only on the teacher's padding get weight 0 "
                                               "(others renormalised)")
 
-    RUN_FIELDS = EngineConfig.RUN_FIELDS + ("loss", "student", "student_size", "ignore_padding")
-
-    @property
-    def uses_srw(self) -> bool:
-        return self.loss == "srw"
+    RUN_FIELDS = FeatureDistillationConfig.RUN_FIELDS + ("student", "student_size", "ignore_padding")
 
 
 def _load_init(student: SamStudent, path: Path) -> None:

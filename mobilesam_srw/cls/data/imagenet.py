@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
 from mobilesam_srw.cls.data.items import make_item
 from mobilesam_srw.errors import SrwError
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def imagenet_transform(train: bool) -> transforms.Compose:
@@ -21,7 +20,7 @@ def imagenet_transform(train: bool) -> transforms.Compose:
         if train
         else [transforms.Resize(256), transforms.CenterCrop(224)]
     )
-    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)])
 
 
 class ImageFolderItems(Dataset):

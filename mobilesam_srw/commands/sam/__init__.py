@@ -5,7 +5,6 @@ from __future__ import annotations
 from mobilesam_srw.commands.config_args import Program, config_command, files_written
 from mobilesam_srw.commands.sam import demo, export, precompute, sample_data
 
-
 PROGRAM = Program(
     "srw-sam",
     "Distil SAM's image encoder into MobileSAM's TinyViT with Sample-wise Re-Weighting (Yu et al., ACCV 2024).",

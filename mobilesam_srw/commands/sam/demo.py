@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mobilesam_srw.commands.config_args import Subcommand
+from mobilesam_srw.engine.config import EngineConfig
 
 HELP = "run the whole pipeline on bundled sample photos (LiteMedSAM teacher when installed, else a random tiny one)"
 TEACHERS = ("auto", "litemedsam", "tiny")
@@ -63,7 +64,7 @@ class DemoConfig:
     val_images: int = 4
     epochs: int = 6
     batch_size: int = 2
-    tau: float = 0.5
+    tau: float = EngineConfig.tau
     grids: list[int] = field(default_factory=lambda: [4])
     figures: int = 2
     seed: int = 0
