@@ -15,8 +15,8 @@ from PIL import Image
 
 open_clip = pytest.importorskip("open_clip")
 
-from open_clip.zero_shot_classifier import build_zero_shot_classifier as open_clip_classifier  # noqa: E402
 from open_clip.transform import PreprocessCfg, image_transform_v2  # noqa: E402
+from open_clip.zero_shot_classifier import build_zero_shot_classifier as open_clip_classifier  # noqa: E402
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES  # noqa: E402
 from skimage import data as skimage_data  # noqa: E402
 

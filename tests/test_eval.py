@@ -8,19 +8,19 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import precompute_tiny, run_cli
 from segment_anything import SamPredictor
-from test_precompute import assert_one_line_error, original_images, read_all
 
 from mobilesam_srw.eval.sam.evaluate import EvalConfig, evaluate
 from mobilesam_srw.eval.sam.grid import grid_points
 from mobilesam_srw.eval.sam.metrics import paired_iou, prompt_quartiles
-from mobilesam_srw.sam.masks import mask_iou
 from mobilesam_srw.sam import checkpoint
+from mobilesam_srw.sam.masks import mask_iou
 from mobilesam_srw.sam.predictor import EmbeddingPredictor
-from mobilesam_srw.sam.teachers.loading import decoder_sam, prompt_and_decoder
 from mobilesam_srw.sam.student import build_student
+from mobilesam_srw.sam.teachers.loading import decoder_sam, prompt_and_decoder
 from mobilesam_srw.sam.teachers.sam_vit import TINY_TEACHER_FILE, load_tiny_teacher
+
+from conftest import assert_one_line_error, free_port, original_images, precompute_tiny, read_all, run_cli
 
 
 def test_teacher_masks_equal_sam_predictor_end_to_end(sample_sa1b, tmp_path):
@@ -105,6 +105,7 @@ def test_student_equal_to_teacher_scores_100(tiny_shards):
     assert results[0]["iou_sum"] / results[0]["count"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_bad_eval_input(tiny_shards, two_runs, tmp_path):
     out = tmp_path / "report"
     assert_one_line_error(run_cli("eval", "--shards", tiny_shards, "--student", two_runs[0], "--grid", "0",
@@ -167,6 +168,7 @@ def test_size_buckets_use_coco_thresholds_at_input_scale():
     assert size_bucket(62 ** 2, (2048, 1500), 1024) == "small"  # 31 px at the 1024-px scale
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_merge_to_the_single_process_report(tiny_shards, two_runs, tmp_path):
     import os
     import subprocess
@@ -174,7 +176,7 @@ def test_two_gloo_ranks_merge_to_the_single_process_report(tiny_shards, two_runs
 
     single = evaluate(EvalConfig(shards=[str(tiny_shards)], students=two_runs, out=tmp_path / "single", grids=[2, 3],
                                  limit=3, progress=False, device="cpu"))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29583",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
                "-m", "mobilesam_srw", "eval", "--shards", str(tiny_shards), "--student", *map(str, two_runs),
                "--grid", "2", "3", "--limit", "3", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "ranks")]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},

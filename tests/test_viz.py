@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
-from conftest import run_cli
 from PIL import Image
-from test_precompute import assert_one_line_error, read_all
 
 from mobilesam_srw.srw import srw_weights
 from mobilesam_srw.viz.sam.compare import differing_boxes
 from mobilesam_srw.viz.sam.heatmap import heatmap_figure, weight_map
+
+from conftest import assert_one_line_error, read_all, run_cli
 
 
 def test_plotted_weights_are_srw_weights(tiny_shards):
@@ -28,6 +29,7 @@ def test_plotted_weights_are_srw_weights(tiny_shards):
     assert padded.shape == (256, 256, 3) and (padded[:height, :width] == sample.image).all()
 
 
+@pytest.mark.slow
 def test_heatmap_command_writes_png_and_pdf(tiny_shards, tmp_path):
     key = next(iter(read_all(tiny_shards, with_image=False)))
     result = run_cli("heatmap", "--shards", tiny_shards, "--keys", key, "--tau", "0.5", "--out", tmp_path)
@@ -39,6 +41,7 @@ def test_heatmap_command_writes_png_and_pdf(tiny_shards, tmp_path):
                           "not in the shards: sa_999")
 
 
+@pytest.mark.slow
 def test_compare_command(tiny_shards, two_runs, tmp_path):
     result = run_cli("compare", "--shards", tiny_shards, "--runs", *two_runs, "--grid", "4", "--first", "1",
                      "--pred-iou-thresh", "0", "--stability-thresh", "0", "--out", tmp_path, "--device", "cpu")
