@@ -221,9 +221,10 @@ def _step(features: Sequence[torch.Tensor] | None, avesim: Sequence[torch.Tensor
     distributed = None if scope == "global" else False
     _, world = _rank_and_size(distributed, group)
     if not item_wise:
-        if avesim is not None or masks is not None:
-            raise ValueError("avesim, mask: only for per-item losses [B, N]; per-sample losses [B] need "
-                             "teacher_features [B, D] (the group is the batch)")
+        for name, given in (("avesim", avesim), ("mask", masks)):
+            if given is not None:
+                raise ValueError(f"{name}: only for per-item losses [B, N]; per-sample losses [B] need "
+                                 "teacher_features [B, D] (the group is the batch)")
         if features is None:
             raise ValueError("teacher_features: per-sample losses [B] need teacher features [B, D]")
         weights = batch_weights(features, tau, normalizer, distributed=world > 1, group=group)
