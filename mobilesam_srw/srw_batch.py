@@ -69,6 +69,11 @@ def _rank_and_size(distributed: bool | None, group) -> tuple[int, int]:
     return dist.get_rank(group), dist.get_world_size(group)
 
 
+def _full_precision(tensor: torch.Tensor) -> torch.autocast:
+    """Autocast off on ``tensor``'s device: the weights are computed in float32 inside users' AMP regions too."""
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
 @dataclass(frozen=True)
 class BatchWeights:
     """Eq. 5 weights with every sample of every micro-batch on every rank as one group.
@@ -117,6 +122,12 @@ def batch_weights(features: Sequence[torch.Tensor], tau: float, normalizer: str 
             ranks' counts back to the host (a GPU synchronisation).
     """
     _check_features(features)
+    with _full_precision(features[0]):
+        return _batch_weights(features, tau, normalizer, distributed, group, same_size)
+
+
+def _batch_weights(features: Sequence[torch.Tensor], tau: float, normalizer: str, distributed: bool | None, group,
+                   same_size: bool) -> BatchWeights:
     rank, world = _rank_and_size(distributed, group)
     items = [f.float() for f in features]
     sizes = [f.shape[0] for f in items]
@@ -239,7 +250,7 @@ def _step(features: Sequence[torch.Tensor] | None, avesim: Sequence[torch.Tensor
         raise ValueError("teacher_features, avesim, mask: give one list of teacher_features or of avesim, and "
                          "one mask (or None) per micro-batch")
     weights = []
-    with torch.no_grad():
+    with torch.no_grad(), _full_precision(keys[0]):
         for index, key in enumerate(keys):
             is_features = features is not None
             _check_item_inputs(key if is_features else None, None if is_features else key, masks[index])

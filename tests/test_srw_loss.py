@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,17 @@ def test_low_precision_teacher_features_are_computed_in_float32():
         assert loss.dtype == torch.float32
         assert loss.item() == pytest.approx(expected, rel=1e-2)  # the loss's own rounding
         assert SRWLoss(0.1)(losses, low).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_weights_ignore_autocast():
+    generator = torch.Generator().manual_seed(8)
+    features, items = torch.randn(64, 128, generator=generator), torch.randn(3, 40, 16, generator=generator)
+    losses, item_losses = torch.rand(64, generator=generator), torch.rand(3, 40, generator=generator)
+    expected = SRWLoss(0.05)(losses, features), SRWLoss(0.05)(item_losses, items)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a user's AMP region: the weights stay float32
+        inside = SRWLoss(0.05)(losses, features), SRWLoss(0.05)(item_losses, items)
+    for got, want in zip(inside, expected):
+        assert got.item() == pytest.approx(want.item(), abs=1e-7)
 
 
 def test_no_gradient_through_the_weights():
@@ -245,3 +257,11 @@ def test_two_gloo_ranks_give_the_gradient_of_one_process_on_the_whole_batch(two_
         for parameter, grad in expected.items():
             torch.testing.assert_close(rank[parameter], grad, atol=1e-6, rtol=0)
     assert (ranks[0]["value"] + ranks[1]["value"]).item() / 2 == pytest.approx(value, abs=1e-6)
+
+
+def test_guide_examples_run():
+    guide = Path(__file__).resolve().parents[1] / "docs" / "srw_loss.md"
+    blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), flags=re.S)
+    assert len(blocks) == 3
+    for block in blocks:
+        exec(compile(block, str(guide), "exec"), {})

@@ -8,7 +8,8 @@ Under DDP, ``SRWLoss`` (``scope="global"``) weights each step's samples over all
 global batch) and the Trainer's gradient averaging gives the gradient of that one objective. With
 ``gradient_accumulation_steps=k``, the Trainer divides each micro-batch's loss by k: each micro-batch,
 over all ranks, is then its own SRW group (for the whole step as one group, see ``SRWLoss.accumulate`` in
-``docs/srw_loss.md``). The SRW lines are marked ``# SRW``.
+``docs/srw_loss.md``). The Trainer logs rank 0's value, ``world_size x`` its share of Eq. 6. The SRW lines
+are marked ``# SRW``.
 """
 
 from __future__ import annotations
@@ -87,9 +88,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as scratch:
         training = TrainingArguments(
             output_dir=args.out or scratch, per_device_train_batch_size=args.batch_size,
-            num_train_epochs=args.epochs, lr_scheduler_type="constant", max_grad_norm=0.0, save_strategy="no", report_to=[],
-            remove_unused_columns=False, logging_steps=20, seed=0, use_cpu=not torch.cuda.is_available(),
-            disable_tqdm=True, ddp_find_unused_parameters=False, dataloader_drop_last=True,
+            num_train_epochs=args.epochs, lr_scheduler_type="constant", max_grad_norm=0.0,
+            dataloader_drop_last=True, remove_unused_columns=False, ddp_find_unused_parameters=False,
+            save_strategy="no", report_to=[], logging_steps=20, seed=0, disable_tqdm=True,
+            use_cpu=not torch.cuda.is_available(),
         )
         optimizer = torch.optim.SGD(student.parameters(), lr=0.03, momentum=0.9)
         trainer = SRWDistillTrainer(model=student, args=training, train_dataset=Digits(x, y), teacher=teacher,
