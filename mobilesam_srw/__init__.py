@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.losses import dkd_loss, feature_mse, fitnet_loss, kd_loss
 from mobilesam_srw.srw import average_similarity, reweighted_mean, srw_weights
+from mobilesam_srw.srw_batch import SRWLoss, srw_loss
 
 try:
     __version__ = version("mobilesam-srw")
@@ -17,6 +18,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
+    "SRWLoss",
     "SrwError",
     "average_similarity",
     "dkd_loss",
@@ -24,6 +26,7 @@ __all__ = [
     "fitnet_loss",
     "kd_loss",
     "reweighted_mean",
+    "srw_loss",
     "srw_weights",
     "__version__",
 ]
