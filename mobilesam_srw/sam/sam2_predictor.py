@@ -139,7 +139,8 @@ class Sam2PromptModels(PromptModels):
         high_res = [torch.from_numpy(sample.maps[name]) for name, _ in HIGH_RES_MAPS]
         self.teacher.set_features(torch.from_numpy(sample.embedding), high_res, tuple(sample.meta["original_size"]))
 
-    def student_outputs(self, student: nn.Module, sample: ShardSample, device: torch.device) -> tuple[torch.Tensor, ...]:
+    def student_outputs(self, student: nn.Module, sample: ShardSample,
+                        device: torch.device) -> tuple[torch.Tensor, ...]:
         return student_features(student, sample, device, self.preprocessing)
 
     def install_outputs(self, predictor: Sam2FeaturePredictor, outputs: tuple[torch.Tensor, ...],

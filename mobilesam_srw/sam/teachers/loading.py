@@ -95,7 +95,7 @@ class Teacher:
 
     def record(self) -> dict:
         """The JSON identity written in the manifest; :func:`teacher_from_record` reverses it."""
-        maps = {"target_maps": {name: list(shape) for name, shape in self.spec.target_maps}} if self.spec.target_maps else {}
+        maps = {name: list(shape) for name, shape in self.spec.target_maps}
         return {
             "type": self.spec.name,
             "input_size": self.spec.input_size,
@@ -103,7 +103,7 @@ class Teacher:
             "preprocessing": self.spec.preprocessing,
             "checkpoint": self.checkpoint.name if self.checkpoint is not None else self.spec.checkpoint_name,
             "checkpoint_sha256": self.checkpoint_sha256,
-            **maps,
+            **({"target_maps": maps} if maps else {}),
         }
 
     def to(self, device: torch.device | str) -> "Teacher":

@@ -63,7 +63,7 @@ def require_sam2() -> None:
         importlib.import_module("sam2.build_sam")
         importlib.import_module("sam2.sam2_image_predictor")
     except ImportError as error:
-        raise SrwError(f"SAM 2 teachers need the sam2 package ({error.name or error} is missing): {SAM2_EXTRA} "
+        raise SrwError(f"SAM 2 teachers need the sam2 package ({error}): {SAM2_EXTRA} "
                        "(it builds from source; its CUDA extension is optional)") from None
 
 
@@ -172,6 +172,18 @@ def build_model(spec: TeacherSpec) -> nn.Module:
 
     config = CONFIGS[spec.name]
     return build_sam2(config.config, None, device="cpu", hydra_overrides_extra=list(config.overrides)).eval()
+
+
+def write_random_checkpoint(path: Path | str, name: str = "sam2.1_tiny", seed: int = 0) -> Path:
+    """A SAM 2.1 checkpoint of random weights (``{"model": state dict}``, Meta's layout), for tests and the guide."""
+    from mobilesam_srw.engine import checkpoint as checkpoint_io
+
+    if name not in CONFIGS:
+        raise SrwError(f"unknown SAM 2 entry {name!r}; expected one of {', '.join(CONFIGS)}")
+    torch.manual_seed(seed)
+    model = build_model(next(spec for spec in SPECS if spec.name == name))
+    checkpoint_io.save(Path(path), {"model": model.state_dict()})
+    return Path(path)
 
 
 def read_sam2_state(path: Path) -> StateDict:
