@@ -97,6 +97,30 @@ def test_stored_targets_are_the_predictors_features(teacher, stored):
 
 
 @needs_sam2
+@pytest.mark.slow
+def test_the_real_hiera_t_config_stores_the_predictors_features(tmp_path):
+    """sam2.1_hiera_t (the smallest released config, random weights) through the CLI: a subprocess, so slow."""
+    from mobilesam_srw.data_prep.sam.sample_data import write_sample_sa1b
+    from mobilesam_srw.sam.teachers import load_teacher
+    from mobilesam_srw.sam.teachers.sam2 import write_random_checkpoint
+
+    checkpoint = write_random_checkpoint(tmp_path / "sam2.1_hiera_tiny.pt", "sam2.1_hiera_t", seed=1)
+    write_sample_sa1b(tmp_path / "in", num_images=1, images_per_tar=1, seed=0, max_side=64)
+    result = subprocess.run([sys.executable, "-m", "mobilesam_srw", "precompute", "--sa1b", str(tmp_path / "in"),
+                             "--subset", "all", "--teacher", "sam2.1_hiera_t", "--checkpoint", str(checkpoint),
+                             "--dtype", "fp32", "--out", str(tmp_path / "shards"), "--no-progress"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    sample = next(shards.iterate_shards(shards.shard_paths([tmp_path / "shards"]), maps=MAPS))
+    predictor = sam2_predictor(load_teacher("sam2.1_hiera_t", checkpoint).sam)
+    predictor.set_image(sample.image)
+    torch.testing.assert_close(torch.from_numpy(sample.embedding)[None], predictor._features["image_embed"],
+                               atol=1e-5, rtol=0)
+    for name, expected in zip(MAPS, predictor._features["high_res_feats"]):
+        torch.testing.assert_close(torch.from_numpy(sample.maps[name])[None], expected, atol=1e-5, rtol=0)
+
+
+@needs_sam2
 def test_the_manifest_names_the_maps_their_dtype_and_size(sam2_shards, stored):
     manifest = shards.read_manifest(sam2_shards)
     assert manifest["teacher"]["type"] == "sam2.1_tiny" and manifest["teacher"]["preprocessing"] == "sam2"
@@ -198,6 +222,18 @@ def test_grid_evaluation_of_the_teachers_own_features_is_100(decoder, stored):
     assert sum(rows[0][f"q{q}_count"] for q in range(1, 5)) == rows[0]["count"]
 
 
+@needs_sam2
+def test_everything_mode_runs_sam2s_generator_on_the_installed_features(decoder, stored):
+    from mobilesam_srw.eval.sam.everything import evaluate_image_everything
+
+    sample = stored[0]
+    rows = evaluate_image_everything(sample, {"teacher": installed(decoder, sample), "copy": installed(decoder, sample)},
+                                     2, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    assert rows[0]["teacher_masks"] == rows[0]["student_masks"] > 0
+    assert rows[0]["matched"] == rows[0]["teacher_masks"]
+    assert rows[0]["matched_iou_sum"] == pytest.approx(rows[0]["matched"])
+
+
 # ---------------------------------------------------------------- students, objective, export
 
 
@@ -217,6 +253,34 @@ def test_high_resolution_terms():
     torch.testing.assert_close(extra["high_res_0"], squared[1].flatten(1).mean(1))
     torch.testing.assert_close(extra["high_res_1"], 3 * squared[2].flatten(1).mean(1))
     torch.testing.assert_close(metrics["mse_high_res_1"], squared[2].flatten(1).mean(1))
+
+
+def test_a_tinyvit_student_starts_from_mobilesam_or_a_sam2_run(tmp_path):
+    from mobilesam_srw.engine import checkpoint as checkpoint_io
+    from mobilesam_srw.sam import checkpoint
+    from mobilesam_srw.sam.mobilesam_format import to_mobilesam
+    from mobilesam_srw.sam.sam2_student import build_sam2_student
+    from mobilesam_srw.sam.sam2_task import init_student
+    from mobilesam_srw.sam.student import build_student
+
+    torch.manual_seed(0)
+    mobilesam = build_student("tinyvit-micro")
+    checkpoint_io.save(tmp_path / "mobile_sam.pt", to_mobilesam(mobilesam))
+    student = build_sam2_student("tinyvit-micro")
+    lateral = student.lateral_0.weight.clone()
+    init_student(student, tmp_path / "mobile_sam.pt")
+    torch.testing.assert_close(student.backbone.trunk.state_dict(), mobilesam.backbone.state_dict())
+    torch.testing.assert_close(student.neck.state_dict(), mobilesam.neck.state_dict())
+    assert torch.equal(student.lateral_0.weight, lateral)
+    checkpoint.save(tmp_path / "run" / checkpoint.STUDENT_FILE,
+                    {**checkpoint.student_record(student), "family": "sam2"})
+    again = build_sam2_student("tinyvit-micro")
+    init_student(again, tmp_path / "run")
+    torch.testing.assert_close(again.state_dict(), student.state_dict())
+    checkpoint.save(tmp_path / "sam_run" / checkpoint.STUDENT_FILE, checkpoint.student_record(mobilesam))
+    with pytest.raises(SrwError) as error:
+        init_student(again, tmp_path / "sam_run")
+    assert "a student of a SAM-family teacher" in one_line(error)
 
 
 @pytest.fixture(scope="module")

@@ -134,9 +134,6 @@ def evaluate(config: EvalConfig) -> dict:
             raise SrwError(f"student {label} gives embeddings {list(student.embedding_shape)} but the "
                            f"teacher's are {list(embedding_shape)}")
         students[label] = student
-    if config.mode == "everything" and teacher.spec.family == "sam2":
-        raise SrwError("--mode everything is for SAM-family teachers; with a SAM 2 teacher use --mode grid or gt "
-                       "(srw-sam compare draws SAM 2's automatic masks)")
     decoder = teacher.decoder(checkpoint_path)  # read once, shared by every model
     samples = shards.index_shards(paths)[: config.limit]  # tar headers only
     with distributed_context(config.device) as ctx, output_lock(config.out, ctx):

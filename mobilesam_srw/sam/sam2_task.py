@@ -15,11 +15,31 @@ from mobilesam_srw.engine import Losses
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam import checkpoint
 from mobilesam_srw.sam.data import embedding_statistics
+from mobilesam_srw.sam.mobilesam_format import from_mobilesam, load_exactly
 from mobilesam_srw.sam.preprocessing import student_input
 from mobilesam_srw.sam.sam2_loss import Sam2LossOptions, sam2_terms
 from mobilesam_srw.sam.sam2_student import FAMILY, Sam2Student, build_sam2_student
 from mobilesam_srw.sam.task import STATISTICS_SAMPLES, SamTask, SamTrainConfig
 from mobilesam_srw.sam.student import match_output_statistics
+
+
+def init_student(student: Sam2Student, path: Path) -> None:
+    """``--init``: a SAM 2 student's run folder or file (every weight), or MobileSAM's checkpoint for a TinyViT
+    student (its trunk and SAM's neck, which is the student's embedding head; the high-resolution layers keep
+    their initialisation). Anything else is one line."""
+    record = checkpoint.load(path / checkpoint.STUDENT_FILE if path.is_dir() else path)
+    if record.get("family") == FAMILY and "model" in record:
+        load_exactly(student, record["model"], f"--init {path}: its weights do not fit {student.name}")
+        return
+    if "student" in record:
+        raise SrwError(f"--init {path}: a student of a SAM-family teacher; a SAM 2 student starts from a SAM 2 run "
+                       "or from MobileSAM's mobile_sam.pt")
+    if not student.name.startswith("tinyvit-"):
+        raise SrwError(f"--init {path}: MobileSAM's weights are a TinyViT's, not {student.name}'s")
+    converted = from_mobilesam(record)
+    for prefix, module in (("backbone.", student.backbone.trunk), ("neck.", student.neck)):
+        load_exactly(module, {k[len(prefix):]: v for k, v in converted.items() if k.startswith(prefix)},
+                     f"--init {path}: MobileSAM weights do not fit {student.name}")
 
 
 class Sam2Task(SamTask):
@@ -38,11 +58,7 @@ class Sam2Task(SamTask):
     def build_student(self) -> Sam2Student:
         student = build_sam2_student(self.config.student, self.student_size)
         if self.config.init:
-            record = checkpoint.load(Path(self.config.init) / checkpoint.STUDENT_FILE
-                                     if Path(self.config.init).is_dir() else Path(self.config.init))
-            if record.get("family") != FAMILY or "model" not in record:
-                raise SrwError(f"--init {self.config.init}: not a SAM 2 student of srw-sam train")
-            student.load_state_dict(record["model"])
+            init_student(student, Path(self.config.init))
         elif self.config.output_init == "teacher-stats":
             match_output_statistics(student, *embedding_statistics(self.train_dataset(), STATISTICS_SAMPLES))
         return student
