@@ -189,7 +189,7 @@ def installed(decoder, sample, size: tuple[int, int] | None = None):
 @needs_sam2
 def test_masks_from_stored_features_are_the_predictors(teacher, decoder, stored):
     reference = sam2_predictor(teacher.sam)
-    for sample in stored:
+    for sample in stored[:1]:  # the decoder at 1024 px costs seconds per prompt on a CPU
         reference.set_image(sample.image)
         mine = installed(decoder, sample, sample.image.shape[:2])
         height, width = sample.image.shape[:2]
