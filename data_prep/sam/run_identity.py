@@ -63,6 +63,27 @@ def teacher_identity(config: "PrecomputeConfig") -> tuple[dict, Teacher]:
     return {**teacher.record(), "sam_config": asdict(sam_config)}, teacher
 
 
+DTYPE_BYTES = {"fp16": 2, "fp32": 4, "int8": 1}
+
+
+def target_maps_record(identity: dict, dtype: str) -> dict:
+    """For a teacher with further target maps (SAM 2): each stored map's field, shape and dtype, and the bytes
+    per sample of all targets (embedding and maps; int8 adds a float32 scale per position); nothing otherwise."""
+    if not identity.get("target_maps"):
+        return {}
+    shapes = {"embedding": list(identity["embedding_shape"]), **identity["target_maps"]}
+    fields = {"embedding": shards.EMBEDDING_FIELD,
+              **{name: shards.map_fields(name)[0] for name in identity["target_maps"]}}
+
+    def size(shape: list[int]) -> int:
+        channels, height, width = shape
+        return channels * height * width * DTYPE_BYTES[dtype] + (height * width * 4 if dtype == "int8" else 0)
+
+    return {"target_maps": {name: {"field": fields[name], "shape": shape, "dtype": dtype}
+                            for name, shape in shapes.items()},
+            "target_bytes_per_sample": sum(size(shape) for shape in shapes.values())}
+
+
 def run_record(
     config: "PrecomputeConfig", identity: dict, plan: Plan, input_identity: dict, split: str, held_out: HeldOut | None
 ) -> dict:
@@ -81,6 +102,7 @@ def run_record(
         "input_size": identity["input_size"],
         "embedding_shape": list(identity["embedding_shape"]),
         "embedding_dtype": config.dtype,
+        **target_maps_record(identity, config.dtype),
         "jpeg_quality": shards.JPEG_QUALITY,
         "samples_per_shard": config.shard_size,
         "input": input_identity,

@@ -40,7 +40,7 @@ from mobilesam_srw.lock import output_lock
 from mobilesam_srw.options import check_options, option
 from mobilesam_srw.sam.checkpoint import load_student
 from mobilesam_srw.sam.predictor import generator_default
-from mobilesam_srw.sam.prompt_models import NonFiniteEmbedding, PromptModels
+from mobilesam_srw.sam.prompt_models import NonFiniteEmbedding
 from mobilesam_srw.sam.teachers.shards import shard_teacher
 
 MODES = ("grid", "everything", "gt")
@@ -137,13 +137,13 @@ def evaluate(config: EvalConfig) -> dict:
     decoder = teacher.decoder(checkpoint_path)  # read once, shared by every model
     samples = shards.index_shards(paths)[: config.limit]  # tar headers only
     with distributed_context(config.device) as ctx, output_lock(config.out, ctx):
-        models = PromptModels.build(decoder, students, ctx.device, teacher.preprocessing)
+        models = teacher.prompt_models(decoder, students, ctx.device)
         mine = samples[ctx.rank :: ctx.world_size]  # each rank decodes only its own images
         results, skipped = [], Counter()
         bar = tqdm(total=len(samples), unit="img", desc="eval", disable=not (config.progress and ctx.is_main))
         for spans in mine:
             try:
-                results += config.evaluate_image(shards.read_indexed(spans), models)
+                results += config.evaluate_image(shards.read_indexed(spans, maps=teacher.maps), models)
             except NonFiniteEmbedding as error:  # left out for every run, so runs stay comparable
                 skipped[error.reason] += 1
             bar.update(ctx.world_size)

@@ -57,6 +57,24 @@ class EmbeddingPredictor(SamPredictor):
             raise RuntimeError("EmbeddingPredictor: call set_embedding first")
         return self._sizes[0]
 
+    @property
+    def frame_size(self) -> int:
+        """The teacher's square input size S (its embedding grid is S / patch size on a side)."""
+        return self.model.image_encoder.img_size
+
+    @property
+    def input_extent(self) -> tuple[int, int]:
+        """``(h, w)`` the image covers in the teacher's S x S input (the rest is padding)."""
+        return self.input_size
+
+    def input_points(self, points: np.ndarray) -> np.ndarray:
+        """Original-image ``(x, y)`` points in the teacher's input frame."""
+        return self.transform.apply_coords(points, self.original_size)
+
+    def automatic_masks(self, points_per_side: int, **generator_options) -> list[dict]:
+        """:func:`automatic_masks` on this predictor."""
+        return automatic_masks(self, points_per_side, **generator_options)
+
     def _install(self) -> None:
         self.reset_image()
         self.features = self._embedding
@@ -122,11 +140,14 @@ def generator_default(name: str) -> float:
 
 
 def automatic_masks(predictor: EmbeddingPredictor, points_per_side: int, **generator_options) -> list[dict]:
-    """``SamAutomaticMaskGenerator`` ("everything" mode) on the predictor's installed embedding.
+    """``SamAutomaticMaskGenerator`` ("everything" mode) on the predictor's installed embedding (a predictor of
+    another family, SAM 2's, runs its own generator: its ``automatic_masks``).
 
     Returns its records (``segmentation`` bool masks at the original size, ``area``, ``bbox``,
     ``predicted_iou``, ...), sorted by area, largest first.
     """
+    if not isinstance(predictor, EmbeddingPredictor):
+        return predictor.automatic_masks(points_per_side, **generator_options)
     from segment_anything import SamAutomaticMaskGenerator
 
     generator = SamAutomaticMaskGenerator(predictor.model, points_per_side=points_per_side, **generator_options)

@@ -43,6 +43,9 @@ class Preprocessing(ABC):
 
     input_size: int
     name: ClassVar[str] = ""
+    # True: the resized image lies at the top left of the S x S input, the rest is padding; False: the
+    # input is the whole image stretched to S x S (SAM 2), so every patch is image.
+    pads: ClassVar[bool] = True
 
     @abstractmethod
     def resize(self, image: np.ndarray) -> np.ndarray:

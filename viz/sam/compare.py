@@ -37,7 +37,7 @@ from mobilesam_srw.sam.predictor import (
     automatic_masks,
     generator_default,
 )
-from mobilesam_srw.sam.prompt_models import TEACHER_RUN, PromptModels
+from mobilesam_srw.sam.prompt_models import TEACHER_RUN
 from mobilesam_srw.sam.teachers.shards import shard_teacher
 from mobilesam_srw.shards import ShardSample
 from mobilesam_srw.viz.figure_io import FULL_WIDTH_INCHES, PAPER_STYLE, plt, save_figure
@@ -176,9 +176,9 @@ def draw_comparisons(config: CompareConfig) -> list[Path]:
     teacher = shard_teacher(paths)
     decoder = teacher.decoder(teacher.checkpoint(config.sam_checkpoint))
     students = {_run_label(run): load_student(run)[0] for run in config.runs}
-    models = PromptModels.build(decoder, students, device, teacher.preprocessing)
+    models = teacher.prompt_models(decoder, students, device)
     first_run, last_run = list(students)[0], list(students)[-1]
-    samples = choose_samples(paths, config.keys, config.first)
+    samples = choose_samples(paths, config.keys, config.first, teacher.maps)
     box_prompts = {sample.key: ground_truth(sample)[1] for sample in samples} if config.prompt == "box" else {}
     if config.prompt == "box" and not any(len(boxes) for boxes in box_prompts.values()):
         raise SrwError("--prompt box: the chosen samples hold no valid annotation boxes (shards of --images input "

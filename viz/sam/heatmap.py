@@ -54,8 +54,8 @@ def padded_image(sample: ShardSample, size: int) -> np.ndarray:
     return canvas
 
 
-def heatmap_figure(sample: ShardSample, tau: float, normalizer: str = "softmax", input_size: int | None = None
-                   ) -> plt.Figure:
+def heatmap_figure(sample: ShardSample, tau: float, normalizer: str = "softmax", input_size: int | None = None,
+                   pads: bool = True) -> plt.Figure:
     """Three panels: padded image, weight map with colourbar, overlay.
 
     Args:
@@ -64,21 +64,26 @@ def heatmap_figure(sample: ShardSample, tau: float, normalizer: str = "softmax",
         normalizer: ``softmax`` (Eq. 5), ``reverse`` or ``sum``.
         input_size: the teacher's input size (its record's); default the stored image's longest side,
             which the shard format makes the same.
+        pads: whether the teacher pads the image (SAM); false for a teacher whose input is the whole image
+            resized to a square (SAM 2), whose patch grid then spans the image, drawn at its own aspect.
     """
     check_finite(sample)
     weights = weight_map(sample, tau, normalizer)
     size = input_size or max(sample.image.shape[:2])
     height, width = sample.image.shape[:2]
+    shown_image = padded_image(sample, size) if pads else sample.image
     with plt.rc_context(PAPER_STYLE):
         figure, axes = plt.subplots(1, 3, figsize=(FULL_WIDTH_INCHES, FULL_WIDTH_INCHES / 3 * 0.95),
                                     gridspec_kw={"wspace": 0.08})
-        extent = (0, size, size, 0)
-        axes[0].imshow(padded_image(sample, size), extent=extent)
-        axes[0].add_patch(plt.Rectangle((0, 0), width, height, fill=False, edgecolor="white", linestyle="--", lw=0.8))
-        axes[0].set_title(f"{sample.key} (padding in grey)")
+        extent = (0, size, size, 0) if pads else (0, width, height, 0)
+        axes[0].imshow(shown_image, extent=extent)
+        if pads:
+            axes[0].add_patch(plt.Rectangle((0, 0), width, height, fill=False, edgecolor="white", linestyle="--",
+                                            lw=0.8))
+        axes[0].set_title(f"{sample.key} (padding in grey)" if pads else f"{sample.key} (patches span the image)")
         shown = axes[1].imshow(weights, cmap="jet", extent=extent, interpolation="nearest")
         axes[1].set_title(f"SRW weights, {normalizer}, $\\tau$={tau:g}")
-        axes[2].imshow(padded_image(sample, size), extent=extent)
+        axes[2].imshow(shown_image, extent=extent)
         axes[2].imshow(weights, cmap="jet", extent=extent, interpolation="nearest", alpha=0.5)
         axes[2].set_title("overlay")
         for axis in axes:
@@ -90,11 +95,12 @@ def heatmap_figure(sample: ShardSample, tau: float, normalizer: str = "softmax",
     return figure
 
 
-def choose_samples(shard_paths: Sequence[str], keys: Iterable[str] | None, first: int) -> list[ShardSample]:
-    """The samples named by ``keys`` (all must exist), else the first ``first``."""
+def choose_samples(shard_paths: Sequence[str], keys: Iterable[str] | None, first: int, maps: tuple[str, ...] = ()
+                   ) -> list[ShardSample]:
+    """The samples named by ``keys`` (all must exist), else the first ``first`` (with the target ``maps``)."""
     wanted = list(keys or [])
     chosen = []
-    for sample in iterate_shards(shard_paths):
+    for sample in iterate_shards(shard_paths, maps=maps):
         if (wanted and sample.key in wanted) or (not wanted and len(chosen) < first):
             chosen.append(sample)
         if (wanted and len(chosen) == len(wanted)) or (not wanted and len(chosen) == first):
@@ -113,13 +119,14 @@ def draw_heatmaps(config: HeatmapConfig) -> list[Path]:
     """
     config.check()
     paths = shards.resolve_shards(config.shards)
-    input_size = shard_teacher(paths).spec.input_size
+    teacher = shard_teacher(paths)
+    input_size, pads = teacher.spec.input_size, teacher.preprocessing.pads
     samples = choose_samples(paths, config.keys, config.first)
     for sample in samples:
         check_finite(sample)
     with output_lock(config.out):
         written = []
         for sample in tqdm(samples, desc="heatmap", unit="img", disable=not config.progress):
-            figure = heatmap_figure(sample, config.tau, config.normalizer, input_size)
+            figure = heatmap_figure(sample, config.tau, config.normalizer, input_size, pads)
             written += save_figure(figure, Path(config.out) / f"heatmap_{sample.key}")
         return written

@@ -95,6 +95,7 @@ class Teacher:
 
     def record(self) -> dict:
         """The JSON identity written in the manifest; :func:`teacher_from_record` reverses it."""
+        maps = {name: list(shape) for name, shape in self.spec.target_maps}
         return {
             "type": self.spec.name,
             "input_size": self.spec.input_size,
@@ -102,6 +103,7 @@ class Teacher:
             "preprocessing": self.spec.preprocessing,
             "checkpoint": self.checkpoint.name if self.checkpoint is not None else self.spec.checkpoint_name,
             "checkpoint_sha256": self.checkpoint_sha256,
+            **({"target_maps": maps} if maps else {}),
         }
 
     def to(self, device: torch.device | str) -> "Teacher":
@@ -116,6 +118,11 @@ class Teacher:
     def embed(self, resized_images: Sequence[np.ndarray]) -> torch.Tensor:
         """Images already passed through :meth:`resize` -> ``[B, C, H, W]`` float32 embeddings."""
         return self.sam.image_encoder(self.preprocessing(resized_images, self.sam.device)).float()
+
+    def targets(self, resized_images: Sequence[np.ndarray]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """What precompute stores: :meth:`embed`'s embeddings and the further target maps by name
+        (the spec's ``target_maps``; none for segment-anything's teachers)."""
+        return self.embed(resized_images), {}
 
     @torch.no_grad()
     def embed_padded(self, images: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
@@ -181,6 +188,7 @@ def load_teacher(name: str, checkpoint: Path | None = None) -> Teacher:
     one :class:`SrwError` line.
     """
     spec = teacher_spec(name)
+    spec.check_available()
     path = resolve_checkpoint(name, checkpoint)
     if spec.released is not None:
         digest = spec.released.verify(path)
@@ -188,6 +196,8 @@ def load_teacher(name: str, checkpoint: Path | None = None) -> Teacher:
         raise SrwError(f"checkpoint not found: {path}")
     else:
         digest = file_sha256(path)
+    if spec.loader is not None:  # a family of its own model (SAM 2)
+        return spec.loader(spec, path, digest)
     if spec.build_encoder is None:  # the tiny teacher: its own file holds its config
         sam, config = sam_vit.read_tiny_teacher(path)
         return Teacher(sam_vit.tiny_spec(config), sam, path, digest)
@@ -240,6 +250,10 @@ def decoder_from_record(record: dict, checkpoint: Path | None = None, verify: bo
         raise SrwError(f"checkpoint not found: {path}")
     if verify:
         _check_same_file(record, path)
+    if spec.family == "sam2":  # SAM 2's own SAM2Base, its image encoder left out
+        from mobilesam_srw.sam.teachers.sam2 import decoder_model
+
+        return decoder_model(spec, path)
     state_dict = read_state_dict(path)
     if spec.recognizes is not None:
         check_fits(spec, state_dict, path)

@@ -88,6 +88,17 @@ class TeacherSpec:
         released: the published file it defaults to (LiteMedSAM's wheel), size and SHA-256 checked.
         sam_family: shards of precomputes before the registry (records without ``preprocessing``) came
             from it, with SAM's preprocessing.
+        family: whose prompt encoder and mask decoder take its targets: ``sam`` (segment-anything's ``Sam``)
+            or ``sam2`` (SAM 2's ``SAM2Base``: :mod:`~mobilesam_srw.sam.teachers.sam2`).
+        target_maps: ``(name, (C, H, W))`` of the maps it gives besides the embedding (SAM 2's
+            high-resolution features), stored beside it in the shards.
+        loader: builds the whole teacher from ``(spec, checkpoint path, its SHA-256)`` for a family whose
+            model is not segment-anything's (``load_teacher`` calls it instead of ``build_encoder``).
+        preprocessing_factory: the preprocessing at an input size, for a family whose preprocessing lives
+            in its own module (default: :func:`~mobilesam_srw.sam.preprocessing.build_preprocessing` of
+            ``preprocessing``).
+        requires: raises a one-line :class:`SrwError` saying what to install when an optional package the
+            family needs is missing (checked before any work).
     """
 
     name: str
@@ -100,9 +111,21 @@ class TeacherSpec:
     build_encoder: Callable[[StateDict], nn.Module] | None = field(default=None, compare=False, repr=False)
     released: ReleasedCheckpoint | None = None
     sam_family: bool = False
+    family: str = "sam"
+    target_maps: tuple[tuple[str, tuple[int, int, int]], ...] = ()
+    loader: Callable[["TeacherSpec", Path, str], object] | None = field(default=None, compare=False, repr=False)
+    preprocessing_factory: Callable[[int], Preprocessing] | None = field(default=None, compare=False, repr=False)
+    requires: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+
+    def check_available(self) -> None:
+        """One line saying what to install when the family's optional package is missing."""
+        if self.requires is not None:
+            self.requires()
 
     def build_preprocessing(self) -> Preprocessing:
         """The teacher's input transform (resize, normalise, pad) at its input size."""
+        if self.preprocessing_factory is not None:
+            return self.preprocessing_factory(self.input_size)
         return build_preprocessing(self.preprocessing, self.input_size)
 
     @property
