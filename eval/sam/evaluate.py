@@ -40,7 +40,7 @@ from mobilesam_srw.lock import output_lock
 from mobilesam_srw.options import check_options, option
 from mobilesam_srw.sam.checkpoint import load_student
 from mobilesam_srw.sam.predictor import generator_default
-from mobilesam_srw.sam.prompt_models import NonFiniteEmbedding
+from mobilesam_srw.sam.prompt_models import NonFiniteEmbedding, PromptModels
 from mobilesam_srw.sam.teachers.shards import shard_teacher
 
 MODES = ("grid", "everything", "gt")
