@@ -408,7 +408,7 @@ def test_the_guide_runs_as_written(tmp_path):
     text = GUIDE.read_text()
     section = text[text.index("## Try it on sample photos"):]
     commands = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1).strip().splitlines()
-    python_block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    python_block = re.search(r"```py\n(.*?)```", section, flags=re.S).group(1)
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for command in commands:
         result = subprocess.run(command, shell=True, cwd=tmp_path, env=environment, capture_output=True, text=True)
