@@ -153,6 +153,26 @@ def test_vit_b_embeds_the_original_image_for_every_input(three_inputs, tmp_path)
             np.testing.assert_array_equal(sample.image, ResizeLongestSide(1024).apply_image(originals[key]))
 
 
+def test_a_folder_of_another_image_format_or_of_an_older_precompute_is_refused(tiny_shards, tmp_path):
+    """A rerun must store the image as the folder does; a folder of an older precompute (JPEG, the teacher on the
+    decoded JPEG) is not added to."""
+    from mobilesam_srw.data_prep.sam.run_identity import check_output_folder
+    from mobilesam_srw.errors import SrwError
+
+    run = json.loads((tiny_shards / "precompute.json").read_text())
+    assert (run["image_format"], run["jpeg_quality"]) == ("png", None)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "precompute.json").write_text(json.dumps(run))
+    check_output_folder(folder, run)
+    with pytest.raises(SrwError, match="started with --image-format png, not --image-format jpg --jpeg-quality 95"):
+        check_output_folder(folder, {**run, "image_format": "jpg", "jpeg_quality": 95})
+    older = {key: value for key, value in run.items() if key != "image_format"}
+    (folder / "precompute.json").write_text(json.dumps({**older, "jpeg_quality": 90}))
+    with pytest.raises(SrwError, match="holds shards of an older precompute"):
+        check_output_folder(folder, run)
+
+
 def test_reembedding_a_stored_image_reproduces_its_embedding(tmp_path, sample_sa1b):
     precompute_tiny(sample_sa1b, tmp_path, dtype="fp32", limit=4)
     teacher = load_tiny_teacher(tmp_path / TINY_TEACHER_FILE)
@@ -383,6 +403,9 @@ TINY = ["--teacher", "tiny", "--subset", "all", "--workers", "0", "--no-progress
     ("--device", "cuda", "--device cuda: no CUDA GPU"),
     ("--device", "cuda:3", "--device cuda:3: no CUDA GPU"),
     ("--image-root", "IMAGES", "--image-root goes with --coco"),
+    ("--jpeg-quality", "101", "--jpeg-quality must be in 1-100, got 101"),
+    ("--jpeg-quality", "0", "--jpeg-quality must be >= 1"),
+    ("--image-format", "webp", "argument --image-format: invalid choice: 'webp'"),
 ])
 def test_bad_values_are_one_line_before_any_folder(sample_sa1b, tmp_path, option, value, message):
     if value.startswith("cuda") and torch.cuda.is_available():
