@@ -2,8 +2,10 @@
 
 A shard is a WebDataset tar. Each sample ``<key>`` has these members:
 
-- ``<key>.jpg``: the RGB image resized so its longest side is the encoder input size
-  (``ResizeLongestSide``, not padded), JPEG quality 90.
+- ``<key>.png`` (default, lossless) or ``<key>.jpg`` (``--image-format jpeg``, the quality in the
+  manifest's ``jpeg_quality``): the RGB image resized so its longest side is the teacher's input size
+  by the teacher's own resize (not padded). Folders written before the image format was a choice
+  hold ``.jpg`` (quality 90); they read the same way.
 - ``<key>.emb.npy``: the teacher embedding ``[C, H, W]``: float16 (``fp16``), float32
   (``fp32``), or int8 (``int8``) with
 - ``<key>.emb_scale.npy`` (``int8`` only): float32 ``[H, W]``, one scale per patch:
@@ -36,9 +38,12 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SHARD_PATTERN = "shard-{index:06d}.tar"
 EMBEDDING_DTYPES = ("fp16", "fp32", "int8")
-JPEG_QUALITY = 90
-
-IMAGE_FIELD = "jpg"
+JPEG_QUALITY = 90  # the default of --jpeg-quality, and the quality of every folder written before it
+# Stored image formats, each also its field's name (``<key>.png``, ``<key>.jpg``): PNG is lossless; JPEG an
+# opt-in for storage. ``jpeg`` is accepted for ``jpg`` on the command line (:func:`image_format_name`).
+IMAGE_FORMATS = ("png", "jpg")
+IMAGE_FORMAT_CHOICES = (*IMAGE_FORMATS, "jpeg")
+PNG_COMPRESSION = 3  # OpenCV's zlib level: lossless whatever the level; 3 is a fast one
 EMBEDDING_FIELD = "emb.npy"
 SCALE_FIELD = "emb_scale.npy"
 AVESIM_FIELD = "avesim.npy"
@@ -111,17 +116,20 @@ def decode_embedding(fields: dict[str, bytes], as_float32: bool = True,
 
 
 def encode_sample(
-    key: str, jpeg: bytes, embedding: np.ndarray, avesim: np.ndarray, meta: dict, dtype: str,
-    maps: dict[str, np.ndarray] | None = None,
+    key: str, image: bytes, embedding: np.ndarray, avesim: np.ndarray, meta: dict, dtype: str,
+    image_format: str = "jpg", maps: dict[str, np.ndarray] | None = None,
 ) -> dict[str, object]:
     """A WebDataset sample dict (all values bytes) for ``webdataset.TarWriter(..., encoder=False)``;
-    ``maps`` are further ``[C, H, W]`` target maps by name, stored as the embedding is."""
+    ``image`` is :func:`encode_image` bytes of ``image_format`` (the field's name); ``maps`` are further
+    ``[C, H, W]`` target maps by name, stored as the embedding is."""
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format: expected one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
     fields = {}
     for name, array in (maps or {}).items():
         fields.update(encode_embedding(array, dtype, map_fields(name)))
     return {
         "__key__": key,
-        IMAGE_FIELD: jpeg,
+        image_format: image,
         **encode_embedding(embedding, dtype),
         **fields,
         AVESIM_FIELD: npy_bytes(avesim.astype(np.float32)),
@@ -151,22 +159,39 @@ class ShardSample:
     maps: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
-def decode_image(jpeg: bytes) -> np.ndarray:
+def decode_image(data: bytes) -> np.ndarray:
+    """PNG or JPEG bytes -> ``[h, w, 3]`` uint8 RGB."""
     import cv2  # imported here: only readers of images need OpenCV
 
-    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError("image: not a decodable JPEG")
+        raise ValueError("image: not a decodable PNG or JPEG")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def encode_image(rgb: np.ndarray) -> bytes:
+def image_format_name(value: str) -> str:
+    """A stored format's canonical name (its field's name): ``jpeg`` -> ``jpg``; others as they are."""
+    return "jpg" if value == "jpeg" else value
+
+
+def encode_image(rgb: np.ndarray, image_format: str = "jpg", jpeg_quality: int = JPEG_QUALITY) -> bytes:
+    """``[h, w, 3]`` uint8 RGB -> PNG (lossless) or JPEG (``jpeg_quality``) bytes, for every task's shards."""
     import cv2
 
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    image_format = image_format_name(image_format)
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format: expected one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
+    options = ([cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION] if image_format == "png"
+               else [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+    ok, data = cv2.imencode(f".{image_format}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), options)
     if not ok:
-        raise ValueError("image: JPEG encoding failed")
+        raise ValueError(f"image: {image_format.upper()} encoding failed")
     return data.tobytes()
+
+
+def image_field(fields: Iterable[str]) -> str | None:
+    """The image field among a sample's field names (``png`` or ``jpg``), if any."""
+    return next((name for name in IMAGE_FORMATS if name in fields), None)
 
 
 def _is_size(value: object) -> bool:
@@ -219,7 +244,15 @@ def decode_sample(raw: dict, with_image: bool = True, as_float32: bool = True, m
                              f"{list(embedding.shape[1:])}")
     else:
         avesim = patch_avesim(embedding)
-    image = decode_image(raw[IMAGE_FIELD]) if with_image else np.empty((0, 0, 3), np.uint8)
+    field = image_field(raw)
+    if with_image and field is None:
+        raise ValueError(f"image: no {' or '.join(IMAGE_FORMATS)} field")
+    image = np.empty((0, 0, 3), np.uint8)
+    if with_image:
+        try:
+            image = decode_image(raw[field])
+        except ValueError:
+            raise ValueError(f"image: not a decodable {'PNG' if field == 'png' else 'JPEG'}") from None
     if with_image and list(image.shape[:2]) != meta["input_size"]:
         raise ValueError(f"image: {image.shape[1]}x{image.shape[0]} px, but the record's input_size is "
                          f"{meta['input_size'][1]}x{meta['input_size'][0]}")
@@ -297,7 +330,7 @@ def read_manifest(folder: Path) -> dict | None:
 
 # --- shard folders: finding shards, indexing members, their embedding shape ---------------------
 
-REQUIRED_FIELDS = (IMAGE_FIELD, EMBEDDING_FIELD, META_FIELD)
+REQUIRED_FIELDS = (EMBEDDING_FIELD, META_FIELD)  # and one image field (IMAGE_FORMATS)
 
 
 def resolve_shards(patterns: Iterable[str], what: str = "--shards") -> list[str]:
@@ -348,7 +381,10 @@ def index_shards(paths: Iterable[str]) -> list[dict]:
         for key, fields in by_key.items():
             if not is_safe_key(key):
                 raise SrwError(f"shard {path}: {key[:80]!r} is not a safe sample key ({KEY_PATTERN.pattern})")
-            if missing := [f for f in REQUIRED_FIELDS if f not in fields]:
+            missing = [f for f in REQUIRED_FIELDS if f not in fields]
+            if image_field(fields) is None:
+                missing.insert(0, "/".join(IMAGE_FORMATS))
+            if missing:
                 raise SrwError(f"shard {path}: sample {key} has no {', '.join(missing)} (not a precompute shard?)")
             samples.append({"__key__": key, **fields})
     return samples

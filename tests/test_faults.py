@@ -34,7 +34,7 @@ def write_samples(path, samples: list[dict]) -> None:
 def sample(key: str, embedding=None, jpeg: bytes | None = None) -> dict:
     embedding = np.zeros((256, 16, 16), np.float32) if embedding is None else embedding
     image = shards.encode_image(np.zeros((256, 200, 3), np.uint8)) if jpeg is None else jpeg
-    return {"__key__": key, shards.IMAGE_FIELD: image, shards.EMBEDDING_FIELD: shards.npy_bytes(embedding),
+    return {"__key__": key, "jpg": image, shards.EMBEDDING_FIELD: shards.npy_bytes(embedding),
             shards.META_FIELD: b'{"original_size": [256, 200], "input_size": [256, 200]}'}
 
 

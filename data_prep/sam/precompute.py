@@ -2,8 +2,9 @@
 
 The input is one of the sources of :func:`~mobilesam_srw.data_prep.sam.inputs.source_registry`
 (SA-1B tars or folders, image folders, a COCO file). The teacher runs once here; training
-never touches it. Images are read, validated, resized and JPEG-encoded in DataLoader
-workers while the teacher encodes the decoded JPEG pixels on the device. Shard ``i`` of an
+never touches it. Images are read, validated, resized by the teacher's own resize and encoded
+(PNG, lossless, by default; JPEG with ``--image-format jpeg``) in DataLoader workers while the
+teacher embeds the resized pixels on the device, as its own inference on the original image would. Shard ``i`` of an
 output folder is the valid samples of plan chunk ``i``; under torchrun, rank ``r`` writes the
 shards with ``i % world_size == r``. A rerun with the same arguments skips complete shards.
 With a held-out split, the same run writes a second folder (default ``<out>/val``) of the
@@ -90,6 +91,10 @@ class PrecomputeConfig:
     device: str = option("auto", help="auto (this rank's GPU if any), cpu, cuda, cuda:N")
     dtype: str = option("fp16", choices=shards.EMBEDDING_DTYPES,
                         help="embedding storage: fp16 (2 MiB/image at 1024 px), int8 (+ per-patch scale, 1 MiB), fp32")
+    image_format: str = option("png", choices=shards.IMAGE_FORMAT_CHOICES,
+                               help="stored image: png (lossless: the student reads the teacher's own input) or jpeg "
+                                    "(jpg; smaller, lossy; the teacher still embeds the original)")
+    jpeg_quality: int = option(shards.JPEG_QUALITY, minimum=1, help="JPEG quality 1-100 of --image-format jpeg")
     limit: int | None = option(None, help="encode at most N samples (before the held-out split)", minimum=1)
     workers: int = option(factory=default_workers, help="image decoding processes (default min(4, cores))",
                           minimum=0)
@@ -104,6 +109,7 @@ class PrecomputeConfig:
     def __post_init__(self) -> None:
         if self.subset is None:
             self.subset = SA1B_SUBSET if self.input_kind == "sa1b" else "all"
+        self.image_format = shards.image_format_name(self.image_format)
 
     @property
     def limits(self) -> ImageLimits:
@@ -116,6 +122,8 @@ class PrecomputeConfig:
         :func:`_held_out`; both also before any folder is made.
         """
         check_options(self)
+        if not 1 <= self.jpeg_quality <= 100:
+            raise SrwError(f"--jpeg-quality must be in 1-100, got {self.jpeg_quality}")
         for flag, folder in (("--out", self.out), ("--val-out", self.val_out)):
             if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
                 raise SrwError(f"{flag} {folder} exists and is not a folder")
@@ -269,18 +277,18 @@ def _encode_split(config: PrecomputeConfig, ctx: DistributedContext, split: _Spl
     """Encode this rank's pending shards of one folder; returns the samples written."""
 
     def encode_batch(items: list[dict]) -> list[dict]:
-        """The teacher hook: embeddings (and further target maps) of the decoded stored pixels, and the
-        embeddings' avesim (Eq. 4)."""
+        """The teacher hook: embeddings (and further target maps) of the original images through the teacher's
+        resize, and the embeddings' avesim (Eq. 4)."""
         embeddings, maps = teacher.targets([item["pixels"] for item in items])
         avesim = average_similarity(embeddings.flatten(2).transpose(1, 2)).view(embeddings.shape[0], *embeddings.shape[2:])
         maps = {name: values.cpu().numpy() for name, values in maps.items()}
-        return [shards.encode_sample(item["key"], item["jpeg"], embedding, similarity, item["meta"], config.dtype,
-                                     {name: values[index] for name, values in maps.items()})
+        return [shards.encode_sample(item["key"], item["image"], embedding, similarity, item["meta"], config.dtype,
+                                     config.image_format, {name: values[index] for name, values in maps.items()})
                 for index, (item, embedding, similarity) in enumerate(zip(items, embeddings.cpu().numpy(),
                                                                           avesim.cpu().numpy()))]
 
     prepared = PreparedSamples(shard_encoding.planned_items(split.plan, pending), split.run["input_size"], config.limits,
-                               teacher.preprocessing.resize)
+                               teacher.preprocessing.resize, config.image_format, config.jpeg_quality)
     label = "precompute" + (f"[{ctx.rank}]" if ctx.is_distributed else "")
     label += "" if split.name == "all" else f" {split.name}"
     return shard_encoding.encode_shards(

@@ -2,8 +2,8 @@
 output folder's fit.
 
 A rerun may only add to a folder whose shards came from the same teacher checkpoint, input
-size, preprocessing, embedding dtype, JPEG quality, input and plan; anything else is refused
-before a byte is written.
+size, preprocessing, embedding dtype, stored image format (and JPEG quality), input and plan; anything
+else is refused before a byte is written.
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ def run_record(
         "embedding_shape": list(identity["embedding_shape"]),
         "embedding_dtype": config.dtype,
         **target_maps_record(identity, config.dtype),
-        "jpeg_quality": shards.JPEG_QUALITY,
+        "image_format": config.image_format,
+        "jpeg_quality": config.jpeg_quality if config.image_format == "jpg" else None,
         "samples_per_shard": config.shard_size,
         "input": input_identity,
         "subset": config.subset,
@@ -147,11 +148,15 @@ def check_output_folder(out: Path, run: dict) -> None:
     if was.get("preprocessing", LEGACY_PREPROCESSING) != now["preprocessing"]:
         raise SrwError(f"{out} holds shards of {was['type']} with {was.get('preprocessing', LEGACY_PREPROCESSING)} "
                        f"preprocessing, not {now['preprocessing']}; choose another --out")
-    if previous.get("jpeg_quality") != run["jpeg_quality"]:
-        raise SrwError(
-            f"{out} holds shards of an older precompute (embeddings of the pixels before JPEG encoding); "
-            "choose another --out"
-        )
+    if "image_format" not in previous:
+        raise SrwError(f"{out} holds shards of an older precompute (JPEG images; embeddings of another input); "
+                       "its shards still train and evaluate, but choose another --out to write new ones")
+    if (previous["image_format"], previous.get("jpeg_quality")) != (run["image_format"], run["jpeg_quality"]):
+        def described(record: dict) -> str:
+            quality = record.get("jpeg_quality")
+            return f"--image-format {record['image_format']}" + (f" --jpeg-quality {quality}" if quality else "")
+        raise SrwError(f"{out} was started with {described(previous)}, not {described(run)}; rerun with the same "
+                       "arguments or a new --out")
     held_out_label = "--val-fraction or --val-keys"
     for name, label in (
         ("embedding_dtype", "--dtype"),

@@ -1,7 +1,9 @@
 """``srw-cls eval``: top-1/top-5 and Table 4's tail bands of trained classifiers, with the Δ between runs.
 
 The bands need the teacher's features: each fixed batch of 64 evaluation samples is ranked by the
-teacher's average similarity (Eq. 4 over pooled penultimate features), ranks 49-64 being the tail.
+teacher's average similarity (Eq. 4), ranks 49-64 being the tail, over the teacher output the +SRW runs
+compared (their ``--srw-feature``: pooled penultimate features by default, or logits; ``--rank-by``
+chooses). Each run is scored with its final weights (the last epoch's).
 The teacher is the runs' own (from their records) unless ``--teacher``/``--teacher-checkpoint`` say
 otherwise; it is scored as a row too.
 """
@@ -20,7 +22,9 @@ from tqdm import tqdm
 from mobilesam_srw.atomic import atomic_path, write_json
 from mobilesam_srw.cls import models
 from mobilesam_srw.cls.checkpoint import load_classifier
+from mobilesam_srw.cls.config import SRW_FEATURES
 from mobilesam_srw.cls.data import DATASET_FAMILY, build_datasets
+from mobilesam_srw.cls.task import srw_feature
 from mobilesam_srw.distributed import resolve_device
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.lock import output_lock
@@ -41,6 +45,9 @@ class ClsEvalConfig:
     runs: list[Path] = option(help="run folders, in table order (Δ is the last minus the first)", flag="--run")
     teacher: str | None = option(None, help="teacher model for the bands (default: the runs' teacher)")
     teacher_checkpoint: Path | None = option(None, help="its weights (default: the runs' teacher checkpoint)")
+    rank_by: str | None = option(None, choices=SRW_FEATURES, help="teacher output whose average similarity ranks the "
+                                 "bands (default: the one the +SRW runs compared, their --srw-feature; penultimate "
+                                 "when no run used SRW)")
     out: Path | None = option(None, help="report folder (summary.json, table.md); default: print only")
     batch_size: int = option(256, minimum=1, help="samples per forward pass (the bands always rank batches of 64)")
     workers: int = option(0, minimum=0, help="data loading processes")
@@ -57,6 +64,17 @@ def _teacher(config: ClsEvalConfig, records: list[dict], num_classes: int) -> to
     return models.load_teacher_checkpoint(teacher, Path(weights)).eval()
 
 
+def rank_feature(config: ClsEvalConfig, records: list[dict]) -> str:
+    """The teacher output that ranks the bands: ``--rank-by``, else the ``srw_feature`` of the runs that used
+    SRW (runs without SRW compared nothing), else ``penultimate``; +SRW runs of different features are refused."""
+    if config.rank_by is not None:
+        return config.rank_by
+    used = sorted({str(record.get("srw_feature", SRW_FEATURES[0])) for record in records if record.get("srw")})
+    if len(used) > 1:
+        raise SrwError(f"the +SRW runs compared different teacher outputs ({', '.join(used)}); give --rank-by")
+    return used[0] if used else SRW_FEATURES[0]
+
+
 def _json_safe(value):
     """NaN (an empty band) as null, so summary.json is strict JSON."""
     if isinstance(value, dict):
@@ -68,7 +86,7 @@ def _cell(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.2f}"
 
 
-def report_table(results: dict[str, ClassificationMetrics]) -> str:
+def report_table(results: dict[str, ClassificationMetrics], ranked_by: str = SRW_FEATURES[0]) -> str:
     """Markdown: one row per model, Table 4's bands, and Δ (last run minus first) when there are two runs."""
     first = next(iter(results.values()))
     header = ("| model | top-1 | top-5 | " + " | ".join(f"ranks {n}" + (" (tail)" if i == len(first.band_names) - 1
@@ -81,8 +99,10 @@ def report_table(results: dict[str, ClassificationMetrics]) -> str:
         a, b = results[runs[0]], results[runs[-1]]
         rows.append(f"| Δ ({runs[-1]} - {runs[0]}) | {b.top1 - a.top1:+.2f} | {b.top5 - a.top5:+.2f} | "
                     + " | ".join(f"{y - x:+.2f}" for x, y in zip(a.band_accuracy, b.band_accuracy)) + " |")
-    return ("Accuracy (%) on the held-out split; bands: each fixed batch of 64 ranked by the teacher's average "
-            "similarity (Eq. 4), highest first (Table 4).\n\n" + header + "\n".join(rows) + "\n")
+    feature = "pooled penultimate features" if ranked_by == "penultimate" else "logits"
+    return ("Accuracy (%) on the held-out split of each run's final weights (the last epoch's); bands: each fixed "
+            f"batch of 64 ranked by the teacher's average similarity (Eq. 4 over its {feature}), highest first "
+            "(Table 4).\n\n" + header + "\n".join(rows) + "\n")
 
 
 @torch.no_grad()
@@ -106,18 +126,19 @@ def evaluate_classifiers(config: ClsEvalConfig) -> dict:
             raise SrwError(f"{run} was trained on {record['dataset']} ({record['num_classes']} classes), "
                            f"not {config.dataset}")
     teacher = _teacher(config, [record for _, record in loaded], num_classes).to(device)
+    ranked_by = rank_feature(config, [record for _, record in loaded])
     labels = [Path(run).name for run in config.runs]
     if len(set(labels)) != len(labels):
         labels = [str(run) for run in config.runs]
     modelled = {TEACHER_ROW: teacher, **{label: model.to(device) for label, (model, _) in zip(labels, loaded)}}
     loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, num_workers=config.workers)
     with output_lock(config.out) if config.out is not None else contextlib.nullcontext():  # one writer per folder
-        results = _score(modelled, teacher, loader, device, config.progress)
-        summary = {"dataset": config.dataset, "runs": [str(r) for r in config.runs],
+        results = _score(modelled, teacher, loader, device, config.progress, ranked_by)
+        summary = {"dataset": config.dataset, "runs": [str(r) for r in config.runs], "ranked_by": ranked_by,
                    "arms": {label: {name: record.get(name) for name in ARM_FIELDS}
                             for label, (_, record) in zip(labels, loaded)},
                    "results": {label: _json_safe(m.as_dict()) for label, m in results.items()}}
-        table = report_table(results)
+        table = report_table(results, ranked_by)
         if config.out is not None:
             write_json(Path(config.out) / "summary.json", summary)
             with atomic_path(Path(config.out) / "table.md") as temporary:
@@ -135,13 +156,13 @@ def _finite(label: str, values: torch.Tensor) -> torch.Tensor:
 
 
 def _score(modelled: dict[str, torch.nn.Module], teacher: torch.nn.Module, loader: DataLoader,
-           device: torch.device, progress: bool) -> dict[str, ClassificationMetrics]:
-    """Top-1/top-5 and bands of every model (the teacher's pooled features rank the bands)."""
+           device: torch.device, progress: bool, ranked_by: str = SRW_FEATURES[0]) -> dict[str, ClassificationMetrics]:
+    """Top-1/top-5 and bands of every model (the teacher's ``ranked_by`` output ranks the bands)."""
     meters = {label: ClassificationMeter() for label in modelled}
     for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress):
         images, targets = batch["image"].to(device), batch["label"]
         teacher_logits, teacher_features = teacher(images)
-        ranking = _finite(TEACHER_ROW, teacher_features["pooled_feat"].float().cpu())
+        ranking = _finite(TEACHER_ROW, srw_feature(teacher_logits, teacher_features, ranked_by).float().cpu())
         for label, model in modelled.items():
             logits = teacher_logits if model is teacher else model(images)[0]
             meters[label].update(_finite(label, logits.float().cpu()), targets, ranking)

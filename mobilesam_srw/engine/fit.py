@@ -2,7 +2,7 @@
 
 One process or many under torchrun (DDP; NCCL on GPUs, gloo on CPUs). The run folder::
 
-    config.json            the run's settings
+    config.json            the run's settings, with its global batch (batch_size x ranks x grad_accum) and ranks
     metrics.jsonl          one line per step (loss and its terms, lr, samples/s, SRW weight max and tail share,
                            data wait) and per validation
     tensorboard/           the same as TensorBoard scalars
@@ -49,7 +49,8 @@ def _start(engine: Engine) -> None:
         raise SrwError(f"{config.out} already holds a run; pass --resume to continue it, or choose another --out")
     if engine.ctx.is_main:
         checkpoint.clean_checkpoint_folder(config.out)
-        write_json(config.out / CONFIG_FILE, {k: _json_value(v) for k, v in asdict(config).items()})
+        write_json(config.out / CONFIG_FILE, {**{k: _json_value(v) for k, v in asdict(config).items()},
+                                              "global_batch": engine.plan.global_batch, "ranks": engine.ctx.world_size})
 
 
 def fit(task: Task) -> dict:

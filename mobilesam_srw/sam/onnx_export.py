@@ -13,6 +13,8 @@ Files (``--out`` a folder):
   ``has_mask_input`` ``[1]``, ``orig_im_size`` ``[2]`` (h, w), all float32; outputs ``masks``
   ``[1, 4, h, w]`` logits at the original size, ``iou_predictions`` ``[1, 4]`` and ``low_res_masks``
   ``[1, 4, S/4, S/4]``. Mask 0 is SAM's single-mask output, masks 1-3 its multimask outputs.
+  Box corners (labels 2, 3) are mapped as the teacher's inference maps boxes
+  (:mod:`mobilesam_srw.sam.prompts`): LiteMedSAM's truncated to integers, SAM's as floats.
 
 ``--out`` ending in ``.onnx`` names the encoder file alone.
 """

@@ -19,6 +19,7 @@ from mobilesam_srw.sam.preprocessing import (
     SamPreprocessing,
     student_input,
 )
+from mobilesam_srw.sam.prompts import prompt_transform
 from mobilesam_srw.sam.student import SamStudent
 from mobilesam_srw.sam.transforms import pad_image
 from mobilesam_srw.shards import ShardSample
@@ -40,6 +41,7 @@ class EmbeddingPredictor(SamPredictor):
 
     def __init__(self, sam: Sam) -> None:
         super().__init__(sam)
+        self.transform = prompt_transform(sam)  # boxes as the teacher's inference maps them (LiteMedSAM: truncated)
         self._embedding: torch.Tensor | None = None
         self._sizes: tuple[tuple[int, int], tuple[int, int]] | None = None
 

@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from segment_anything import SamPredictor
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam
-from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
 
 from mobilesam_srw.engine import checkpoint as checkpoint_io
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam.predictor import StoredEncoder
 from mobilesam_srw.sam.preprocessing import Preprocessing, build_preprocessing
+from mobilesam_srw.sam.prompts import prompt_transform
 from mobilesam_srw.sam.teachers import sam_vit
 from mobilesam_srw.sam.teachers.registry import (
     LEGACY_PREPROCESSING,
@@ -50,7 +50,7 @@ class TeacherSam(Sam):
 
     ``SamPredictor.set_image`` resizes with ``ResizeLongestSide`` (PIL bilinear) before
     ``preprocess``; :func:`teacher_predictor` gives a ``SamPredictor`` that resizes with the
-    teacher's own resize, as :meth:`Teacher.embed` expects.
+    teacher's own resize, as :meth:`Teacher.embed` expects, and maps boxes the teacher's way.
 
     Args:
         image_encoder: maps ``[B, 3, S, S]`` to the embedding; has ``img_size`` S.
@@ -131,27 +131,12 @@ class Teacher:
         return self.sam.image_encoder(self.preprocessing.normalize_padded(images, sizes)).float()
 
 
-class TeacherResize(ResizeLongestSide):
-    """segment-anything's ``ResizeLongestSide`` whose image resize is a teacher's own (LiteMedSAM:
-    ``INTER_AREA``); coordinates and boxes are mapped as before (the same new size).
-
-    Args:
-        preprocessing: the teacher's preprocessing.
-    """
-
-    def __init__(self, preprocessing: Preprocessing) -> None:
-        super().__init__(preprocessing.input_size)
-        self.preprocessing = preprocessing
-
-    def apply_image(self, image: np.ndarray) -> np.ndarray:
-        return self.preprocessing.resize(image)
-
-
 def teacher_predictor(teacher: Teacher) -> SamPredictor:
     """A ``SamPredictor`` on the whole teacher whose ``set_image`` resizes, normalises and pads as
-    the teacher does, so its features equal :meth:`Teacher.embed` of ``teacher.resize(image)``."""
+    the teacher does, so its features equal :meth:`Teacher.embed` of ``teacher.resize(image)``, and whose
+    box prompts are mapped as the teacher's inference maps them (:mod:`mobilesam_srw.sam.prompts`)."""
     predictor = SamPredictor(teacher.sam)
-    predictor.transform = TeacherResize(teacher.preprocessing)
+    predictor.transform = prompt_transform(teacher.sam, teacher.preprocessing.resize)
     return predictor
 
 
@@ -168,7 +153,7 @@ def read_state_dict(path: Path, saved: object = None) -> StateDict:
 
 def assemble(spec: TeacherSpec, image_encoder: nn.Module, state_dict: StateDict, source: Path | str) -> Sam:
     """A ``Sam`` of ``image_encoder`` and the prompt encoder and mask decoder of ``state_dict`` (key for key),
-    with the teacher's preprocessing (segment-anything's own for ``sam``)."""
+    with the teacher's preprocessing (segment-anything's own for ``sam``) and its ``box_prompts``."""
     prompt_encoder, mask_decoder = sam_vit.prompt_encoder_and_decoder(spec.input_size, spec.embedding_shape)
     load_part(prompt_encoder, state_dict, PROMPT_ENCODER, source)
     load_part(mask_decoder, state_dict, MASK_DECODER, source)
@@ -177,6 +162,7 @@ def assemble(spec: TeacherSpec, image_encoder: nn.Module, state_dict: StateDict,
     else:
         preprocessing = build_preprocessing(spec.preprocessing, spec.input_size)
         sam = TeacherSam(image_encoder, prompt_encoder, mask_decoder, preprocessing)
+    sam.box_prompts = spec.box_prompts  # read by prompt_transform: every predictor on it maps boxes the teacher's way
     return sam.eval()
 
 

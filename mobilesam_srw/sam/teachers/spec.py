@@ -18,6 +18,7 @@ from torch import nn
 
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam.preprocessing import Preprocessing, build_preprocessing
+from mobilesam_srw.sam.prompts import SAM_BOXES
 from mobilesam_srw.weights import file_sha256
 
 StateDict = dict[str, torch.Tensor]
@@ -99,6 +100,9 @@ class TeacherSpec:
             ``preprocessing``).
         requires: raises a one-line :class:`SrwError` saying what to install when an optional package the
             family needs is missing (checked before any work).
+        box_prompts: how the teacher's own inference maps a box from original pixels into its frame
+            (:data:`mobilesam_srw.sam.prompts.BOX_PROMPTS`): ``sam`` (``ResizeLongestSide``, floats) or
+            ``medsam`` (LiteMedSAM's ``resize_box_to_256``, truncated); every prompt path follows it.
     """
 
     name: str
@@ -121,6 +125,7 @@ class TeacherSpec:
         """One line saying what to install when the family's optional package is missing."""
         if self.requires is not None:
             self.requires()
+    box_prompts: str = SAM_BOXES
 
     def build_preprocessing(self) -> Preprocessing:
         """The teacher's input transform (resize, normalise, pad) at its input size."""
