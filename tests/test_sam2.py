@@ -144,7 +144,8 @@ def test_bytes_per_sample_of_each_dtype():
 def test_int8_maps_round_trip_within_their_scale():
     rng = np.random.default_rng(0)
     embedding, high_res = rng.normal(size=(4, 2, 2)).astype(np.float32), rng.normal(size=(3, 8, 8)).astype(np.float32)
-    fields = shards.encode_sample("k", b"", embedding, np.zeros((2, 2), np.float32), {}, "int8", {"high_res_0": high_res})
+    fields = shards.encode_sample("k", b"", embedding, np.zeros((2, 2), np.float32), {}, "int8",
+                                 maps={"high_res_0": high_res})
     decoded = shards.decode_embedding(fields, names=shards.map_fields("high_res_0"))
     assert np.abs(decoded - high_res).max() <= np.abs(high_res).max(axis=0).max() / 127
 
