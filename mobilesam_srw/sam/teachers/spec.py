@@ -88,6 +88,8 @@ class TeacherSpec:
         released: the published file it defaults to (LiteMedSAM's wheel), size and SHA-256 checked.
         sam_family: shards of precomputes before the registry (records without ``preprocessing``) came
             from it, with SAM's preprocessing.
+        box_prompts_only: trained with box prompts only (LiteMedSAM): single clicks give it fragmented masks,
+            so evaluation and figures prompt it with boxes.
     """
 
     name: str
@@ -100,6 +102,7 @@ class TeacherSpec:
     build_encoder: Callable[[StateDict], nn.Module] | None = field(default=None, compare=False, repr=False)
     released: ReleasedCheckpoint | None = None
     sam_family: bool = False
+    box_prompts_only: bool = False
 
     def build_preprocessing(self) -> Preprocessing:
         """The teacher's input transform (resize, normalise, pad) at its input size."""
