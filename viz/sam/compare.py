@@ -157,9 +157,12 @@ def compare_figure(sample: ShardSample, panels: dict[str, list[dict]], boxes: li
     """
     image = sample.image
     scale = image.shape[0] / sample.meta["original_size"][0]
-    with plt.rc_context(PAPER_STYLE):
-        figure, axes = plt.subplots(1, len(panels), figsize=(FULL_WIDTH_INCHES, FULL_WIDTH_INCHES / len(panels)),
-                                    gridspec_kw={"wspace": 0.04}, squeeze=False)
+    spacing = 0.04
+    panel_width = FULL_WIDTH_INCHES / (len(panels) + spacing * (len(panels) - 1))
+    with plt.rc_context(PAPER_STYLE):  # the panels fill the figure; titles and legend lie outside, kept when saved
+        figure, axes = plt.subplots(1, len(panels), squeeze=False,
+                                    figsize=(FULL_WIDTH_INCHES, panel_width * image.shape[0] / image.shape[1]),
+                                    gridspec_kw={"wspace": spacing, "left": 0, "right": 1, "bottom": 0, "top": 1})
         for axis, (title, records) in zip(axes[0], panels.items()):
             axis.imshow(paint_masks(image, _resize_masks(records, image.shape[:2])))
             for x, y, w, h in prompts or []:
@@ -178,16 +181,16 @@ def compare_figure(sample: ShardSample, panels: dict[str, list[dict]], boxes: li
         if change:
             handles.append(Patch(facecolor="none", edgecolor=CHANGE_COLOUR, linewidth=1.0,
                                  label=f"{change} (solid red)"))
-        if handles:  # on grey, so the white dashes show
-            figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=len(handles),
-                          frameon=True, facecolor="0.6", edgecolor="0.6", framealpha=1.0, handlelength=2.5)
+        if handles:  # under the panels, on grey so the white dashes show
+            figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=1, frameon=True,
+                          facecolor="0.6", edgecolor="0.6", framealpha=1.0, handlelength=2.5)
     return figure
 
 
 def change_label(prompt: str, first: str, last: str) -> str:
     """What the red boxes of a comparison mark (for its legend)."""
     what = "prompts" if prompt in BOX_PROMPTS else "teacher masks"
-    return f"{what} whose IoU vs teacher changes most, {first} to {last}"
+    return f"{what} whose IoU vs the teacher changes most from {first} to {last}"
 
 
 def caption(prompt: str, runs: list[str], grid: int = 16, box_grid: int = 4) -> str:
