@@ -24,7 +24,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mobilesam_srw.commands.config_args import Subcommand
-from mobilesam_srw.engine.config import EngineConfig
 
 HELP = ("run the whole pipeline on bundled sample photos, with LiteMedSAM's released weights as the teacher "
         "(--teacher tiny: a random tiny SAM)")
@@ -52,7 +51,7 @@ class DemoConfig:
         teacher: ``litemedsam`` or ``tiny`` (see :func:`resolve_teacher` for ``auto``).
         train_images, val_images: sample photos per split.
         epochs, batch_size: training of each student (``tinyvit-micro`` at the teacher's input size).
-        tau: SRW temperature.
+        tau: SRW temperature (default: training's).
         grids: point grids of the evaluation (against the teacher's masks).
         figures: images drawn in heatmaps and comparisons.
         seed: seeds data, teacher and students.
@@ -65,11 +64,17 @@ class DemoConfig:
     val_images: int = 4
     epochs: int = 6
     batch_size: int = 2
-    tau: float = EngineConfig.tau
+    tau: float | None = None  # training's default, read when the demo runs (the engine imports PyTorch)
     grids: list[int] = field(default_factory=lambda: [4])
     figures: int = 2
     seed: int = 0
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.tau is None:
+            from mobilesam_srw.engine.config import EngineConfig
+
+            self.tau = EngineConfig.tau
 
     @classmethod
     def for_teacher(cls, teacher: str, **values) -> "DemoConfig":
