@@ -118,7 +118,8 @@ def test_eval_pairs_each_srw_run_with_its_own_baseline():
     def metrics(top1: float) -> ClassificationMetrics:
         return ClassificationMetrics(top1, 100.0, 64, (top1, top1 - 10), (32, 32), ("1-32", "33-64"))
 
-    results, arms = {TEACHER_ROW: metrics(99.0)}, {TEACHER_ROW: {"method": None, "srw": None, "tau": None, "seed": None}}
+    results = {TEACHER_ROW: metrics(99.0)}
+    arms = {TEACHER_ROW: {"method": None, "srw": None, "tau": None, "seed": None}}
     for method, gain in (("kd", 1.0), ("dkd", 3.0)):
         for seed in range(5):
             for srw in (False, True):

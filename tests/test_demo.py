@@ -71,7 +71,8 @@ def test_each_figure_of_the_report_has_its_caption(tmp_path):
     from mobilesam_srw.viz.sam.compare import caption as compare_caption
     from mobilesam_srw.viz.sam.heatmap import caption as heatmap_caption
 
-    figures = [tmp_path / "figures" / f"{stem}.{suffix}" for stem in ("heatmap_a", "compare_a") for suffix in ("png", "pdf")]
+    figures = [tmp_path / "figures" / f"{stem}.{suffix}"
+               for stem in ("heatmap_a", "compare_a") for suffix in ("png", "pdf")]
     captions = {"heatmap_a": heatmap_caption(0.5), "compare_a": compare_caption("box", ["mse", "srw"])}
     report = write_demo_report(tmp_path, DemoConfig.for_teacher("litemedsam"), {"grid": "table\n"}, figures,
                                {"stage": (1.0, 1.0)}, captions).read_text()

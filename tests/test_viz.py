@@ -38,7 +38,8 @@ def test_heatmaps_say_padding_only_where_there_is_some_and_share_a_perceptual_co
     wide = next(s for s in samples if s.image.shape[0] < s.image.shape[1])  # padded at the bottom
     square = replace(wide, image=np.zeros((256, 256, 3), np.uint8))  # fills the teacher's square: no padding
     low, high = shared_colour_range(samples, 0.5)
-    assert low == min(weight_map(s, 0.5).min() for s in samples) and high == max(weight_map(s, 0.5).max() for s in samples)
+    assert low == min(weight_map(s, 0.5).min() for s in samples)
+    assert high == max(weight_map(s, 0.5).max() for s in samples)
     for sample, padded in ((wide, True), (square, False)):
         figure = heatmap_figure(sample, 0.5, colour_range=(low, high))
         assert ("padding in grey" in figure.axes[0].get_title()) is padded

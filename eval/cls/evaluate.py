@@ -105,7 +105,8 @@ def delta_rows(results: dict[str, ClassificationMetrics], arms: dict[str, dict] 
             continue
         differences = [_differences(results, run, baseline) for run, baseline in members]
         mean = [math.fsum(column) / len(column) for column in zip(*differences)]
-        rows.append((f"Δ {str(method).upper()} +SRW{'' if tau is None else f' (tau {tau:g})'} - {str(method).upper()}, "
+        name = str(method).upper()
+        rows.append((f"Δ {name} +SRW{'' if tau is None else f' (tau {tau:g})'} - {name}, "
                      f"mean of {len(members)} seeds paired by seed", mean))
     return rows
 

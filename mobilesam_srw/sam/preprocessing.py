@@ -85,7 +85,8 @@ class SamPreprocessing(Preprocessing):
     def describe(self) -> dict[str, str]:
         return {"resize": "longest side to input_size with segment-anything's ResizeLongestSide.apply_image",
                 "normalize": "(pixel - pixel_mean) / pixel_std, RGB in [0, 255]",
-                "pixel_mean": json.dumps(list(transforms.PIXEL_MEAN)), "pixel_std": json.dumps(list(transforms.PIXEL_STD)),
+                "pixel_mean": json.dumps(list(transforms.PIXEL_MEAN)),
+                "pixel_std": json.dumps(list(transforms.PIXEL_STD)),
                 "pad": "zeros at the bottom and right to input_size x input_size, after normalising"}
 
     def normalize_padded(self, images: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:

@@ -95,7 +95,8 @@ def heatmap_figure(sample: ShardSample, tau: float, normalizer: str = "softmax",
         for axis in axes:
             axis.set_xticks([])
             axis.set_yticks([])
-        note = "colours on the range shared by the heatmaps drawn together" if colour_range else "colours on its own range"
+        note = ("colours on the range shared by the heatmaps drawn together" if colour_range
+                else "colours on its own range")
         figure.suptitle(f"{sample.key}: {note}", fontsize=PAPER_STYLE["axes.titlesize"], y=1.0, va="bottom")
         bar = figure.colorbar(shown, ax=axes, fraction=0.025, pad=0.01)
         bar.formatter.set_powerlimits((-2, 2))
