@@ -250,13 +250,26 @@ def run_precompute(config: PrecomputeConfig) -> dict:
         pending = {split.name: shard_encoding.pending_shards(split.out, split.plan, ctx) for split in splits}
         if any(pending.values()):
             teacher = (teacher or _load_teacher(config, splits[0].run)).to(ctx.device)
+        held_out_keys = {"held_out_keys": [s.key for s in splits[1].plan.samples]} if len(splits) > 1 else None
+        if held_out_keys and ctx.is_main:
+            _report_held_out(held_out_keys["held_out_keys"], sum(len(s.plan.samples) for s in splits), splits[1].out)
         for split in splits:
             started = time.perf_counter()
             written = _encode_split(config, ctx, split, teacher, pending[split.name]) if pending[split.name] else 0
-            manifest = shard_encoding.finish(split.out, split.run, split.plan, ctx)
+            manifest = shard_encoding.finish(split.out, split.run, split.plan, ctx, held_out_keys)
             if ctx.is_main:
                 _report(split, manifest, written, time.perf_counter() - started)
         return shards.read_manifest(config.out)
+
+
+SHOWN_KEYS = 20  # held-out keys printed; all of them are in the manifests
+
+
+def _report_held_out(keys: list[str], planned: int, folder: Path) -> None:
+    """Say which samples are held out (all of them are recorded as ``held_out_keys`` in both manifests)."""
+    shown = ", ".join(keys[:SHOWN_KEYS]) + (f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else "")
+    print(f"precompute: held out {len(keys)} of {planned} samples into {folder}: {shown} (all listed as "
+          f"held_out_keys in both manifests)", file=sys.stderr)
 
 
 def _report(split: _Split, manifest: dict, written: int, seconds: float) -> None:

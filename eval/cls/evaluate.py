@@ -1,4 +1,5 @@
-"""``srw-cls eval``: top-1/top-5 and Table 4's tail bands of trained classifiers, with the Δ between runs.
+"""``srw-cls eval``: top-1/top-5 and Table 4's tail bands of trained classifiers, with each +SRW run's Δ from
+its own baseline (same method and seed).
 
 The bands need the teacher's features: each fixed batch of 64 evaluation samples is ranked by the
 teacher's average similarity (Eq. 4), ranks 49-64 being the tail, over the teacher output the +SRW runs
@@ -42,7 +43,9 @@ class ClsEvalConfig:
     dataset: str | None = option(None, choices=tuple(n for n, f in DATASET_FAMILY.items() if f),
                                  help="data set (default: the one the runs were trained on)")
     data: Path | None = option(None, help="the data folder, as for srw-cls train")
-    runs: list[Path] = option(help="run folders, in table order (Δ is the last minus the first)", flag="--run")
+    runs: list[Path] = option(help="run folders, in table order (Δ: each +SRW run minus its baseline of the same "
+                                   "method and seed; two runs without such a pair: the last minus the first)",
+                              flag="--run")
     teacher: str | None = option(None, help="teacher model for the bands (default: the runs' teacher)")
     teacher_checkpoint: Path | None = option(None, help="its weights (default: the runs' teacher checkpoint)")
     rank_by: str | None = option(None, choices=SRW_FEATURES, help="teacher output whose average similarity ranks the "
@@ -86,23 +89,68 @@ def _cell(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.2f}"
 
 
-def report_table(results: dict[str, ClassificationMetrics], ranked_by: str = SRW_FEATURES[0]) -> str:
-    """Markdown: one row per model, Table 4's bands, and Δ (last run minus first) when there are two runs."""
+def paired_runs(arms: dict[str, dict]) -> list[tuple[str, str]]:
+    """(+SRW run, its baseline) label pairs: each run with SRW and the run without SRW of the same method and seed."""
+    baselines = {(arm.get("method"), arm.get("seed")): label for label, arm in arms.items()
+                 if label != TEACHER_ROW and arm.get("srw") is False and arm.get("method") is not None}
+    return [(label, baselines[(arm.get("method"), arm.get("seed"))]) for label, arm in arms.items()
+            if label != TEACHER_ROW and arm.get("srw") is True and (arm.get("method"), arm.get("seed")) in baselines]
+
+
+def _differences(results: dict[str, ClassificationMetrics], run: str, baseline: str) -> list[float]:
+    """top-1, top-5 and each band of ``run`` minus ``baseline``."""
+    a, b = results[baseline], results[run]
+    return [b.top1 - a.top1, b.top5 - a.top5, *(y - x for x, y in zip(a.band_accuracy, b.band_accuracy))]
+
+
+def delta_rows(results: dict[str, ClassificationMetrics], arms: dict[str, dict] | None = None
+               ) -> list[tuple[str, list[float]]]:
+    """The table's Δ rows: each +SRW run minus its own baseline (same method and seed; :func:`paired_runs`),
+    as the mean over seeds where a method (and tau) has several pairs; without any pair, two runs give the
+    last minus the first."""
+    pairs = paired_runs({label: arm for label, arm in (arms or {}).items() if label in results})
+    if not pairs:
+        runs = [label for label in results if label != TEACHER_ROW]
+        return [(f"Δ ({runs[-1]} - {runs[0]})", _differences(results, runs[-1], runs[0]))] if len(runs) == 2 else []
+    groups: dict[tuple, list[tuple[str, str]]] = {}
+    for run, baseline in pairs:
+        groups.setdefault((arms[run]["method"], arms[run].get("tau")), []).append((run, baseline))
+    rows = []
+    for (method, tau), members in groups.items():
+        if len(members) == 1:
+            (run, baseline), = members
+            rows.append((f"Δ ({run} - {baseline})", _differences(results, run, baseline)))
+            continue
+        differences = [_differences(results, run, baseline) for run, baseline in members]
+        mean = [math.fsum(column) / len(column) for column in zip(*differences)]
+        name = str(method).upper()
+        rows.append((f"Δ {name} +SRW{'' if tau is None else f' (tau {tau:g})'} - {name}, "
+                     f"mean of {len(members)} seeds paired by seed", mean))
+    return rows
+
+
+def report_table(results: dict[str, ClassificationMetrics], arms: dict[str, dict] | None = None,
+                 ranked_by: str = SRW_FEATURES[0]) -> str:
+    """Markdown: one row per model, Table 4's bands, and the Δ rows of :func:`delta_rows`.
+
+    Args:
+        results: label -> metrics, the teacher first.
+        arms: label -> the run's ``method``, ``srw``, ``tau``, ``seed`` (:data:`ARM_FIELDS`).
+        ranked_by: the teacher output that ranked the bands (``penultimate`` or ``logits``).
+    """
     first = next(iter(results.values()))
     header = ("| model | top-1 | top-5 | " + " | ".join(f"ranks {n}" + (" (tail)" if i == len(first.band_names) - 1
                                                               else "") for i, n in enumerate(first.band_names))
               + " |\n|---|---|---|" + "---|" * len(first.band_names) + "\n")
     rows = [f"| {label} | {_cell(m.top1)} | {_cell(m.top5)} | " + " | ".join(map(_cell, m.band_accuracy)) + " |"
             for label, m in results.items()]
-    runs = [label for label in results if label != TEACHER_ROW]
-    if len(runs) >= 2:
-        a, b = results[runs[0]], results[runs[-1]]
-        rows.append(f"| Δ ({runs[-1]} - {runs[0]}) | {b.top1 - a.top1:+.2f} | {b.top5 - a.top5:+.2f} | "
-                    + " | ".join(f"{y - x:+.2f}" for x, y in zip(a.band_accuracy, b.band_accuracy)) + " |")
+    rows += [f"| {label} | " + " | ".join("n/a" if math.isnan(v) else f"{v:+.2f}" for v in values) + " |"
+             for label, values in delta_rows(results, arms)]
     feature = "pooled penultimate features" if ranked_by == "penultimate" else "logits"
     return ("Accuracy (%) on the held-out split of each run's final weights (the last epoch's); bands: each fixed "
             f"batch of 64 ranked by the teacher's average similarity (Eq. 4 over its {feature}), highest first "
-            "(Table 4).\n\n" + header + "\n".join(rows) + "\n")
+            "(Table 4). Δ: each +SRW run minus its baseline of the same method and seed.\n\n" + header
+            + "\n".join(rows) + "\n")
 
 
 @torch.no_grad()
@@ -134,11 +182,11 @@ def evaluate_classifiers(config: ClsEvalConfig) -> dict:
     loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, num_workers=config.workers)
     with output_lock(config.out) if config.out is not None else contextlib.nullcontext():  # one writer per folder
         results = _score(modelled, teacher, loader, device, config.progress, ranked_by)
+        arms = {label: {name: record.get(name) for name in ARM_FIELDS} for label, (_, record) in zip(labels, loaded)}
         summary = {"dataset": config.dataset, "runs": [str(r) for r in config.runs], "ranked_by": ranked_by,
-                   "arms": {label: {name: record.get(name) for name in ARM_FIELDS}
-                            for label, (_, record) in zip(labels, loaded)},
+                   "arms": arms, "pairs": [{"run": run, "baseline": baseline} for run, baseline in paired_runs(arms)],
                    "results": {label: _json_safe(m.as_dict()) for label, m in results.items()}}
-        table = report_table(results, ranked_by)
+        table = report_table(results, arms, ranked_by)
         if config.out is not None:
             write_json(Path(config.out) / "summary.json", summary)
             with atomic_path(Path(config.out) / "table.md") as temporary:

@@ -19,8 +19,8 @@ from mobilesam_srw.sam.mobilesam_format import from_mobilesam, load_exactly
 from mobilesam_srw.sam.preprocessing import student_input
 from mobilesam_srw.sam.sam2_loss import Sam2LossOptions, sam2_terms
 from mobilesam_srw.sam.sam2_student import FAMILY, Sam2Student, build_sam2_student
-from mobilesam_srw.sam.task import STATISTICS_SAMPLES, SamTask, SamTrainConfig
 from mobilesam_srw.sam.student import match_output_statistics
+from mobilesam_srw.sam.task import STATISTICS_SAMPLES, SamTask, SamTrainConfig
 
 
 def init_student(student: Sam2Student, path: Path) -> None:

@@ -81,4 +81,4 @@ def is_litemedsam_state(state_dict: StateDict) -> bool:
 
 LITEMEDSAM = TeacherSpec("litemedsam", INPUT_SIZE, EMBEDDING_SHAPE, "litemedsam", LITE_MEDSAM.file_name,
                          "LiteMedSAM (TinyViT, 256 px; box prompts)", is_litemedsam_state, load_image_encoder,
-                         released=LITE_MEDSAM, box_prompts=MEDSAM_BOXES)
+                         released=LITE_MEDSAM, box_prompts=MEDSAM_BOXES, box_prompts_only=True)

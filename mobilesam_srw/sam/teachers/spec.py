@@ -103,6 +103,8 @@ class TeacherSpec:
         box_prompts: how the teacher's own inference maps a box from original pixels into its frame
             (:data:`mobilesam_srw.sam.prompts.BOX_PROMPTS`): ``sam`` (``ResizeLongestSide``, floats) or
             ``medsam`` (LiteMedSAM's ``resize_box_to_256``, truncated); every prompt path follows it.
+        box_prompts_only: trained with box prompts only (LiteMedSAM): single clicks give it fragmented masks,
+            so evaluation and figures prompt it with boxes.
     """
 
     name: str
@@ -126,6 +128,7 @@ class TeacherSpec:
         if self.requires is not None:
             self.requires()
     box_prompts: str = SAM_BOXES
+    box_prompts_only: bool = False
 
     def build_preprocessing(self) -> Preprocessing:
         """The teacher's input transform (resize, normalise, pad) at its input size."""
