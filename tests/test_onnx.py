@@ -415,7 +415,7 @@ def test_litemedsam_decoder_is_exported_in_its_own_frame(tmp_path):
     box = np.array([60.0, 40.0, 220.0, 180.0])
     with torch.no_grad():
         expected, expected_scores, _ = predictor.predict(box=box, multimask_output=False, return_logits=True)
-    corners = predictor.transform.apply_coords(box.reshape(2, 2), image.shape[:2])
+    corners = predictor.transform.apply_boxes(box[None], image.shape[:2]).reshape(2, 2)  # its own box convention
     masks, scores, _ = session(outputs.decoder).run(None, {
         "image_embeddings": predictor.features.numpy(), "point_coords": corners[None].astype(np.float32),
         "point_labels": np.array([[2, 3]], np.float32), "mask_input": np.zeros((1, 1, 256, 256), np.float32),
