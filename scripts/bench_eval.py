@@ -281,8 +281,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None, help="default: 2, or 1 with --vs-sam")
     parser.add_argument("--full", action="store_true", help="end to end at 1024 px (for a GPU)")
     parser.add_argument("--vs-sam", action="store_true", help="SAM's mask path against ours (see above)")
-    parser.add_argument("--prompt-batches", type=int, default=4, help="--vs-sam: batches of the 16 at grid 32")
-    parser.add_argument("--train-steps", type=int, default=20, help="--vs-sam: the trained student's steps")
+    parser.add_argument("--prompt-batches", type=int, default=2, help="--vs-sam: batches of the 16 at grid 32")
+    parser.add_argument("--train-steps", type=int, default=10, help="--vs-sam: the trained student's steps")
     parser.add_argument("--no-sam-heap", action="store_true",
                         help="--vs-sam: skip timing SAM's path a second time with ours' memory reuse")
     parser.add_argument("--device", default="auto")

@@ -1,9 +1,11 @@
-"""srw-sam eval: teacher masks equal SamPredictor's, IoU rules, quartiles, the report, bad input."""
+"""srw-sam eval: teacher masks equal SamPredictor's, IoU rules, quartiles, the report, bad input; the exact
+sparse upscale equal to SamPredictor's full-size masks."""
 
 from __future__ import annotations
 
 import csv
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -264,8 +266,6 @@ def test_gt_box_mode_scores_students_against_the_teacher(tiny_shards, tmp_path):
 
 def _postprocess(encoder_size: int):
     """segment-anything's ``Sam.postprocess_masks`` for an encoder of this size (only its img_size is read)."""
-    from types import SimpleNamespace
-
     from segment_anything.modeling import Sam
 
     owner = SimpleNamespace(image_encoder=SimpleNamespace(img_size=encoder_size))
@@ -312,6 +312,30 @@ def test_sparse_upscale_equals_postprocess_masks(frame_sizes):
         assert torch.equal(tiled_iou(dense, tiled.select(other)), mask_iou(expected, expected[other]))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sparse_upscale_follows_atens_kernel_choice(threads):
+    """ATen resizes SAM's 3 masks of a prompt with its channels-last kernel (four corner terms) when it runs on
+    one thread, and with its generic kernel (nested blends) otherwise, or for one mask: other numbers in the
+    last bits. Each frame calibrates with the call's channels and thread count, and the masks stay equal."""
+    from mobilesam_srw.eval.sam.tiles import MaskTiler
+
+    model = SimpleNamespace(postprocess_masks=_postprocess(256), mask_threshold=0.0,
+                            image_encoder=SimpleNamespace(img_size=256))
+    logits = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 4
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        tiler = MaskTiler(model)
+        for channels, batch in ((3, logits), (1, logits[:, :1])):
+            expected = model.postprocess_masks(batch, (171, 256), (437, 655)) > 0
+            tiled = tiler(batch, (171, 256), (437, 655), channels=channels)
+            assert torch.equal(tiled.to_dense((437, 655)), expected.flatten(0, 1))
+            frame = tiler.frame((64, 64), (171, 256), (437, 655), torch.device("cpu"), channels)
+            assert frame.arithmetic.kernel == ("corners" if threads == 1 and channels == 3 else "nested")
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_fma32_rounds_once():
     """a*b + c with one rounding: a case where rounding the float64 sum to float32 rounds twice and errs."""
     from mobilesam_srw.eval.sam.upscale import fma32
@@ -326,8 +350,6 @@ def test_fma32_rounds_once():
 def test_other_arithmetic_is_refused_and_upscaled_in_full():
     """A kernel the frame does not reproduce (here align_corners=True) gets no frame; MaskTiler then
     upscales in full and the IoUs stay exact."""
-    from types import SimpleNamespace
-
     import torch.nn.functional as F
 
     from mobilesam_srw.eval.sam.tiles import MaskTiler, paired_iou as tiled_iou
@@ -341,7 +363,7 @@ def test_other_arithmetic_is_refused_and_upscaled_in_full():
     model = SimpleNamespace(postprocess_masks=other, mask_threshold=0.0, image_encoder=SimpleNamespace(img_size=64))
     logits = _logit_sets(64)[1]
     with pytest.warns(UserWarning, match="upscaled in full"):
-        tiled = MaskTiler(model)(logits, (48, 64), (300, 400))
+        tiled = MaskTiler(model)(logits, (48, 64), (300, 400), channels=1)
     expected = other(logits[:, None], (48, 64), (300, 400))[:, 0] > 0
     assert torch.equal(tiled.to_dense((300, 400)), expected)
     assert torch.equal(tiled_iou(tiled, tiled.select(torch.tensor([2, 0, 1]))), mask_iou(expected, expected[[2, 0, 1]]))
@@ -425,7 +447,7 @@ def test_sparse_masks_equal_sam_predictors_on_litemedsam():
         predictor.set_embedding(teacher.embed([resized])[0], original, resized.shape[:2])
         logits.append(next(predictor.point_logits(grid_points(4, original), batch_size=16))[0])
     tiler = MaskTiler(teacher.sam)
-    tiled = [tiler(value, predictor.input_size, original) for value in logits]
+    tiled = [tiler(value, predictor.input_size, original, channels=3) for value in logits]
     dense = [teacher.sam.postprocess_masks(value, predictor.input_size, original).flatten(0, 1) > 0 for value in logits]
     assert tiler.frame((256, 256), predictor.input_size, original, torch.device("cpu")) is not None
     for ours, expected in zip(tiled, dense):

@@ -47,6 +47,7 @@ def _tiled_batches(teacher: EmbeddingPredictor, students: list[tuple[str, Embedd
     streams = {run: predictor.point_logits(points, batch_size=batch_size) for run, predictor in students}
     for teacher_logits, teacher_scores in teacher.point_logits(points, batch_size=batch_size):
         rows = torch.arange(len(teacher_logits), device=teacher_logits.device)
+        channels = teacher_logits.shape[1]  # SamPredictor upscales the 3 masks of a prompt together
         teacher_masks = None
         ious = {}
         for run, stream in streams.items():
@@ -54,13 +55,15 @@ def _tiled_batches(teacher: EmbeddingPredictor, students: list[tuple[str, Embedd
             indices = match_indices(teacher_scores, student_scores, match)
             if indices is None:  # all: index by index, [n, M]
                 if teacher_masks is None:
-                    teacher_masks = tiler(teacher_logits, *sizes)
-                ious[run] = tiled_iou(teacher_masks, tiler(student_logits, *sizes)).view(student_scores.shape)
+                    teacher_masks = tiler(teacher_logits, *sizes, channels)
+                student_masks = tiler(student_logits, *sizes, channels)
+                ious[run] = tiled_iou(teacher_masks, student_masks).view(student_scores.shape)
             else:  # the teacher's own best, the student's at the match's index: [n, 1]
                 teacher_index, student_index = indices
                 if teacher_masks is None:
-                    teacher_masks = tiler(teacher_logits[rows, teacher_index], *sizes)
-                ious[run] = tiled_iou(teacher_masks, tiler(student_logits[rows, student_index], *sizes))[:, None]
+                    teacher_masks = tiler(teacher_logits[rows, teacher_index], *sizes, channels)
+                student_masks = tiler(student_logits[rows, student_index], *sizes, channels)
+                ious[run] = tiled_iou(teacher_masks, student_masks)[:, None]
             ious[run] = ious[run].cpu()
         yield ious
 

@@ -85,10 +85,11 @@ def _predicted_tiled(predictor: EmbeddingPredictor, boxes: np.ndarray, clicks: n
     sizes = predictor.input_size, predictor.original_size
     if prompt == "box":
         for logits, _ in predictor.box_logits(boxes, batch):
-            yield tiler(logits[:, 0], *sizes)
+            yield tiler(logits[:, 0], *sizes, channels=1)
     else:
         for logits, scores in predictor.point_logits(clicks, multimask_output=True, batch_size=batch):
-            yield tiler(logits[torch.arange(len(logits)), scores.argmax(dim=1)], *sizes)
+            chosen = logits[torch.arange(len(logits)), scores.argmax(dim=1)]
+            yield tiler(chosen, *sizes, channels=logits.shape[1])
 
 
 def evaluate_image_gt(

@@ -134,8 +134,9 @@ class MaskTiler:
     """Original-size masks of a decoder's low-res logits, by tile, as ``SamPredictor`` thresholds them.
 
     The exact sparse upscale (:class:`~mobilesam_srw.eval.sam.upscale.UpscaleFrame`) where a frame
-    calibrates against ``model.postprocess_masks`` on this device; else (or with ``dense``, or for
-    non-finite logits) ``postprocess_masks`` in full, then tiled. Frames are kept per size.
+    calibrates against ``model.postprocess_masks`` on this device, with the channels of the decoder call
+    (3 masks per prompt, or 1) and this thread count (ATen's kernel depends on both); else (or with
+    ``dense``, or for non-finite logits) ``postprocess_masks`` in full, then tiled. Frames are kept per size.
 
     Args:
         model: the ``Sam`` whose ``postprocess_masks`` and ``mask_threshold`` the masks follow.
@@ -148,26 +149,33 @@ class MaskTiler:
         self._frames: dict[tuple, UpscaleFrame | None] = {}
 
     def frame(self, low_size: tuple[int, int], input_size: tuple[int, int], original_size: tuple[int, int],
-              device: torch.device) -> UpscaleFrame | None:
-        """The calibrated frame of these sizes, or None (then masks are upscaled in full)."""
-        key = (tuple(low_size), tuple(input_size), tuple(original_size), str(device))
+              device: torch.device, channels: int = 3) -> UpscaleFrame | None:
+        """The calibrated frame of these sizes and channels, or None (then masks are upscaled in full)."""
+        key = (tuple(low_size), tuple(input_size), tuple(original_size), str(device), channels,
+               torch.get_num_threads() == 1)
         if key not in self._frames:
             frame = None
             if not self.dense and self.model.mask_threshold == 0:
-                frame = UpscaleFrame.calibrated(self.model.postprocess_masks, low_size, self.model.image_encoder.img_size,
-                                                input_size, original_size, self.tile, device)
+                frame = UpscaleFrame.calibrated(self.model.postprocess_masks, low_size,
+                                                self.model.image_encoder.img_size, input_size, original_size,
+                                                self.tile, device, channels)
                 if frame is None:
                     warnings.warn(f"eval: this device's bilinear kernel ({device}) was not reproduced bit for bit; "
-                                  f"masks of {original_size[0]} x {original_size[1]} images are upscaled in full (slow)",
-                                  stacklevel=2)
+                                  f"masks of {original_size[0]} x {original_size[1]} images are upscaled in full "
+                                  "(slow)", stacklevel=2)
             self._frames[key] = frame
         return self._frames[key]
 
-    def __call__(self, logits: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int]
-                 ) -> TiledMasks:
-        """``[..., h, w]`` low-res logits -> the masks ``postprocess_masks(...) > mask_threshold``, flattened."""
+    def __call__(self, logits: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int],
+                 channels: int) -> TiledMasks:
+        """``[..., h, w]`` low-res logits -> the masks ``postprocess_masks(...) > mask_threshold``, flattened.
+
+        Args:
+            channels: masks per prompt of the decoder call that gave them (3 with ``multimask_output``,
+                else 1), also when only some of them are passed.
+        """
         flat = logits.reshape(-1, *logits.shape[-2:]).float().contiguous()
-        frame = self.frame(flat.shape[-2:], input_size, original_size, flat.device)
+        frame = self.frame(flat.shape[-2:], input_size, original_size, flat.device, channels)
         if frame is not None:
             rows, cols = frame.read_size
             scale = flat[:, :rows, :cols].abs().amax((1, 2))  # NaN or inf where read: ATen's own arithmetic
@@ -175,6 +183,9 @@ class MaskTiler:
                 return TiledMasks.from_logits(frame, flat, scale)
         parts = []
         for start in range(0, len(flat), DENSE_CHUNK):
-            masks = self.model.postprocess_masks(flat[start : start + DENSE_CHUNK, None], input_size, original_size)
-            parts.append(TiledMasks.from_dense(masks[:, 0] > self.model.mask_threshold, self.tile))
+            part = flat[start : start + DENSE_CHUNK]
+            chunk = part.new_zeros(len(part), channels, *part.shape[1:])  # the call's channels: ATen's kernel
+            chunk[:, 0] = part
+            masks = self.model.postprocess_masks(chunk, input_size, original_size)[:, 0]
+            parts.append(TiledMasks.from_dense(masks > self.model.mask_threshold, self.tile))
         return TiledMasks.concat(parts)

@@ -9,17 +9,20 @@ therefore known tile by tile (:mod:`~mobilesam_srw.eval.sam.tiles`): tiles whose
 are counted whole, and only the tiles along the mask's edge are computed pixel by pixel.
 
 Those pixels must be the very values ATen's bilinear kernel gives, not approximations: the source index
-``scale * (i + 0.5) - 0.5`` and each blend ``a * w0 + b * w1`` are computed as the kernel does, with
-fused multiply-adds where it uses them (its vectorised CPU builds and CUDA do; the plain build does not).
-Which of the two it does is not assumed: :meth:`UpscaleFrame.calibrated` compares our values bit for
-bit with ``postprocess_masks`` on a probe of each frame (every pixel of the border tiles, where the
-indices are clamped, and of sampled interior tiles) and refuses the frame when neither arithmetic
-matches; the caller then upscales densely with ``postprocess_masks`` itself.
+``scale * (i + 0.5) - 0.5`` and the blends are computed as the kernel does. Which kernel and which
+arithmetic is not assumed (:class:`Arithmetic`): float32 NCHW inputs take ATen's generic kernel, which
+nests its blends rows outside columns, except with one thread and 3 channels (SAM's three masks per
+prompt), or outputs with ``H + W <= 128``, where its channels-last kernel sums four corner terms; and a
+build may or may not contract them into fused multiply-adds (this project's AVX-512 build does).
+:meth:`UpscaleFrame.calibrated` compares our values bit for bit with ``postprocess_masks`` on a probe of
+the frame with the calls' channels (every pixel of the border tiles, where the indices are clamped, and
+of sampled interior tiles) and refuses the frame when no arithmetic matches; the caller then upscales
+densely with ``postprocess_masks`` itself.
 
-Fast path: blends are first computed in plain float32; their error against either arithmetic is below
-``SIGN_MARGIN`` times the largest logit, so only pixels that close to zero are recomputed with the
-exact fused arithmetic (an emulated ``fma``: float64 products are exact for float32 factors, and the
-sum is rounded to odd before the final rounding to float32, which makes it correctly rounded).
+Fast pass: blends are first computed in plain float32; their error against any of these arithmetics is
+below :data:`SIGN_MARGIN` times the largest logit, so only pixels that close to zero are recomputed in
+the frame's arithmetic (fused multiply-adds emulated: float64 products are exact for float32 factors,
+and the sum is rounded to odd before the final rounding to float32, which makes it correctly rounded).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 POSITIVE_FLOOR = 1e-30  # a footprint whose logits all exceed this stays positive through two blends (>= 1/16 of it)
-SIGN_MARGIN = 1e-5  # |plain - exact| < 1e-6 x the largest |logit| after two blends; x10 for safety
+SIGN_MARGIN = 4e-5  # |fast - exact| < 2e-6 x the largest |logit| after two resizes; x20 for safety
 DEFAULT_TILE = 16
 
 
@@ -63,8 +66,9 @@ def _resize_cols(block: torch.Tensor, i0: torch.Tensor, i1: torch.Tensor, w0: to
                  fused: bool) -> torch.Tensor:
     """``[K, R, C]`` -> ``[K, R, N]``: per tile, columns ``i0``/``i1`` ``[K, N]`` blended with ``w0``/``w1``."""
     shape = (block.shape[0], block.shape[1], i0.shape[1])
-    return _blend(torch.gather(block, 2, i0[:, None, :].expand(shape)), torch.gather(block, 2, i1[:, None, :].expand(shape)),
-                  w0[:, None, :], w1[:, None, :], fused)
+    left = torch.gather(block, 2, i0[:, None, :].expand(shape))
+    right = torch.gather(block, 2, i1[:, None, :].expand(shape))
+    return _blend(left, right, w0[:, None, :], w1[:, None, :], fused)
 
 
 def _resize_rows(block: torch.Tensor, i0: torch.Tensor, i1: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor,
@@ -74,8 +78,52 @@ def _resize_rows(block: torch.Tensor, i0: torch.Tensor, i1: torch.Tensor, w0: to
     ATen nests rows outside columns: ``(a*c0 + b*c1)*r0 + (c*c0 + d*c1)*r1``, so blending the column
     blends of two rows is its very computation."""
     shape = (block.shape[0], i0.shape[1], block.shape[2])
-    return _blend(torch.gather(block, 1, i0[:, :, None].expand(shape)), torch.gather(block, 1, i1[:, :, None].expand(shape)),
-                  w0[:, :, None], w1[:, :, None], fused)
+    top = torch.gather(block, 1, i0[:, :, None].expand(shape))
+    bottom = torch.gather(block, 1, i1[:, :, None].expand(shape))
+    return _blend(top, bottom, w0[:, :, None], w1[:, :, None], fused)
+
+
+
+def _corners(block: torch.Tensor, r0: torch.Tensor, r1: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor,
+             wr0: torch.Tensor, wr1: torch.Tensor, wc0: torch.Tensor, wc1: torch.Tensor, fused: bool) -> torch.Tensor:
+    """``[K, R, C]`` -> ``[K, T, N]`` as ATen's channels-last kernel blends: corner weights
+    ``w00 = r0 * c0`` ... (rounded products), then ``a*w00 + b*w01 + c*w10 + d*w11`` left to right
+    (when ``fused``: ``fma(d, w11, fma(c, w10, fma(a, w00, b*w01))))``, as the AVX-512 build compiles it).
+    Rows ``r0``/``r1`` ``[K, T]``, columns ``c0``/``c1`` ``[K, N]``."""
+    width = block.shape[2]
+    flat = block.flatten(1)
+    shape = (block.shape[0], r0.shape[1], c0.shape[1])
+
+    def at(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return torch.gather(flat, 1, (rows[:, :, None] * width + cols[:, None, :]).flatten(1)).view(shape)
+
+    wr0, wr1, wc0, wc1 = wr0[:, :, None], wr1[:, :, None], wc0[:, None, :], wc1[:, None, :]
+    terms = [(at(r0, c0), wr0 * wc0), (at(r0, c1), wr0 * wc1), (at(r1, c0), wr1 * wc0), (at(r1, c1), wr1 * wc1)]
+    if fused:  # the compiler fuses the first product into the sum with the second, then each later one
+        value = fma32(terms[0][0], terms[0][1], terms[1][0] * terms[1][1])
+    else:
+        value = terms[0][0] * terms[0][1] + terms[1][0] * terms[1][1]
+    for corner, weight in terms[2:]:
+        value = fma32(corner, weight, value) if fused else value + corner * weight
+    return value
+
+
+@dataclass(frozen=True)
+class Arithmetic:
+    """How an ATen bilinear kernel computes: ``kernel`` "nested" (the generic kernel: rows outermost,
+    ``(a*c0 + b*c1)*r0 + (c*c0 + d*c1)*r1``) or "corners" (the channels-last kernel, which float32
+    NCHW inputs take with one thread and 3 channels, or outputs with ``H + W <= 128``); whether the
+    source index and the blends use FMAs."""
+
+    kernel: str
+    index_fused: bool
+    blend_fused: bool
+
+
+# in the order calibration tries them: this project's CPU build (AVX-512) is the first, then the channels-last
+# kernel it takes with one thread and SAM's 3 masks, then the builds without FMAs
+ARITHMETICS = tuple(Arithmetic(kernel, index, blend) for kernel in ("nested", "corners")
+                    for index, blend in ((True, True), (False, False), (True, False), (False, True)))
 
 
 @dataclass(frozen=True)
@@ -175,7 +223,7 @@ class UpscaleFrame:
         encoder_size: the encoder's square input (``image_encoder.img_size``).
         input_size: the resized image's ``(h, w)`` inside it (the crop).
         original_size: the original ``(h, w)``.
-        fused: ATen's arithmetic (see the module docstring); :meth:`calibrated` finds it.
+        arithmetic: ATen's (see the module docstring); :meth:`calibrated` finds it.
         tile: output tile side.
     """
 
@@ -183,7 +231,7 @@ class UpscaleFrame:
     encoder_size: int
     input_size: tuple[int, int]
     original_size: tuple[int, int]
-    fused: bool
+    arithmetic: Arithmetic
     tile: int = DEFAULT_TILE
     device: torch.device | str = "cpu"
     rows: _TileAxis = field(init=False, repr=False)
@@ -194,11 +242,13 @@ class UpscaleFrame:
         for dim in (0, 1):
             first = None
             if self.low_size[dim] != self.encoder_size:
-                first = bilinear_axis(self.low_size[dim], self.encoder_size, self.fused, self.device)
+                first = bilinear_axis(self.low_size[dim], self.encoder_size, self.arithmetic.index_fused,
+                                      self.device)
                 first = first.head(self.input_size[dim])
             elif self.input_size[dim] > self.encoder_size:
                 raise ValueError(f"input size {self.input_size} exceeds the encoder's {self.encoder_size}")
-            second = bilinear_axis(self.input_size[dim], self.original_size[dim], self.fused, self.device)
+            second = bilinear_axis(self.input_size[dim], self.original_size[dim], self.arithmetic.index_fused,
+                                   self.device)
             axes.append(_tile_axis(first, second, self.tile))
         object.__setattr__(self, "rows", axes[0])
         object.__setattr__(self, "cols", axes[1])
@@ -234,33 +284,57 @@ class UpscaleFrame:
         any_above = some[:, rows].amax(2)[:, :, cols].amax(3)
         return torch.where(all_above.bool(), 1, torch.where(any_above.bool(), 2, 0)).to(torch.int8)
 
+    @property
+    def fast_is_exact(self) -> bool:
+        """Whether plain float32 blends (the fast pass of :meth:`tile_values`) are ATen's arithmetic here."""
+        return self.arithmetic.kernel == "nested" and not self.arithmetic.blend_fused
+
     def tile_values(self, logits: torch.Tensor, masks: torch.Tensor, tile_rows: torch.Tensor,
                     tile_cols: torch.Tensor, exact: bool = False) -> torch.Tensor:
         """``[K, T, T]`` upscaled values of tiles ``(masks[k], tile_rows[k], tile_cols[k])`` of ``logits``
         (pixels outside the image repeat the border ones).
 
-        Each resize runs along columns, then rows, as ATen's blend nests them (a row's column blend is
-        the same number whichever output row reads it), on the small block of inputs the tile reads.
+        The fast pass resizes along columns, then rows, in plain float32 (ATen's generic kernel nests its
+        blends so: a row's column blend is the same number whichever output row reads it), on the small
+        block of inputs each tile reads.
 
         Args:
             logits: ``[M, h, w]`` float32, contiguous.
-            exact: every blend in ATen's arithmetic (slow); else plain float32 (see :meth:`tile_positive`).
+            exact: in the frame's arithmetic (slow); else the fast pass (see :meth:`tile_positive`).
         """
-        fused = self.fused and exact
         rows, cols = self.rows, self.cols
         height, width = logits.shape[-2:]
         offsets = rows.low[tile_rows][:, :, None] * width + cols.low[tile_cols][:, None, :]
         block = torch.take(logits, offsets + (masks * (height * width))[:, None, None])  # [K, R1, C1]
-        if cols.low_i0 is not None:
-            block = _resize_cols(block, cols.low_i0[tile_cols], cols.low_i1[tile_cols], cols.low_w0[tile_cols],
-                                 cols.low_w1[tile_cols], fused)
-        if rows.low_i0 is not None:
-            block = _resize_rows(block, rows.low_i0[tile_rows], rows.low_i1[tile_rows], rows.low_w0[tile_rows],
-                                 rows.low_w1[tile_rows], fused)
-        block = _resize_cols(block, cols.mid_i0[tile_cols], cols.mid_i1[tile_cols], cols.w0[tile_cols],
-                             cols.w1[tile_cols], fused)
-        return _resize_rows(block, rows.mid_i0[tile_rows], rows.mid_i1[tile_rows], rows.w0[tile_rows],
-                            rows.w1[tile_rows], fused)
+        corners = exact and self.arithmetic.kernel == "corners"
+        fused = exact and self.arithmetic.blend_fused
+        if rows.low_i0 is not None or cols.low_i0 is not None:
+            if corners:
+                r0, r1, wr0, wr1 = self._first_stage(rows, block.shape[1], tile_rows)
+                c0, c1, wc0, wc1 = self._first_stage(cols, block.shape[2], tile_cols)
+                block = _corners(block, r0, r1, c0, c1, wr0, wr1, wc0, wc1, fused=fused)
+            else:
+                if cols.low_i0 is not None:
+                    block = _resize_cols(block, cols.low_i0[tile_cols], cols.low_i1[tile_cols], cols.low_w0[tile_cols],
+                                         cols.low_w1[tile_cols], fused)
+                if rows.low_i0 is not None:
+                    block = _resize_rows(block, rows.low_i0[tile_rows], rows.low_i1[tile_rows], rows.low_w0[tile_rows],
+                                         rows.low_w1[tile_rows], fused)
+        second = (rows.mid_i0[tile_rows], rows.mid_i1[tile_rows], cols.mid_i0[tile_cols], cols.mid_i1[tile_cols],
+                  rows.w0[tile_rows], rows.w1[tile_rows], cols.w0[tile_cols], cols.w1[tile_cols])
+        if corners:
+            return _corners(block, *second, fused=fused)
+        r0, r1, c0, c1, wr0, wr1, wc0, wc1 = second
+        return _resize_rows(_resize_cols(block, c0, c1, wc0, wc1, fused), r0, r1, wr0, wr1, fused)
+
+    @staticmethod
+    def _first_stage(axis: _TileAxis, size: int, tiles: torch.Tensor) -> tuple:
+        """The first resize's local indices and weights along one axis (a copy where it is one)."""
+        if axis.low_i0 is None:
+            index = torch.arange(size, device=tiles.device).expand(len(tiles), -1)
+            ones = torch.ones(index.shape, device=tiles.device)
+            return index, index, ones, torch.zeros_like(ones)
+        return axis.low_i0[tiles], axis.low_i1[tiles], axis.low_w0[tiles], axis.low_w1[tiles]
 
     def tile_positive(self, logits: torch.Tensor, masks: torch.Tensor, tile_rows: torch.Tensor,
                       tile_cols: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
@@ -275,7 +349,7 @@ class UpscaleFrame:
         if scale is None:
             scale = logits.abs().amax((1, 2))
         values = self.tile_values(logits, masks, tile_rows, tile_cols)
-        if self.fused:  # plain float32 is not ATen's arithmetic: recompute what it could decide differently
+        if not self.fast_is_exact:  # recompute, in ATen's arithmetic, what the fast pass could decide otherwise
             close = values.abs() <= (SIGN_MARGIN * scale[masks])[:, None, None]
             chosen = close.flatten(1).any(1).nonzero().flatten()
             if len(chosen):
@@ -299,25 +373,33 @@ class UpscaleFrame:
         chosen = torch.cat([border.flatten().nonzero().flatten(), sampled])
         return (chosen // tx).to(self.device), (chosen % tx).to(self.device)
 
-    def matches(self, postprocess, seed: int = 0) -> bool:
+    def matches(self, postprocess, channels: int = 1, seed: int = 0) -> bool:
         """Whether this frame's exact values equal ``postprocess(logits, input_size, original_size)``'s
-        bit for bit on a random probe (every border tile and sampled interior ones)."""
+        bit for bit on a random probe of ``channels`` masks (every border tile and sampled interior ones).
+
+        ATen picks its kernel by the channels (SAM's 3 masks per prompt, or 1) and the thread count
+        (see :class:`Arithmetic`), so the probe has the channels of the calls it stands for."""
         generator = torch.Generator().manual_seed(seed)
-        probe = (torch.randn(1, 1, *self.low_size, generator=generator) * 8).to(self.device)
-        reference = postprocess(probe, self.input_size, self.original_size)[0, 0]
+        probe = (torch.randn(1, channels, *self.low_size, generator=generator) * 8).to(self.device)
+        reference = postprocess(probe, self.input_size, self.original_size)[0]
         tile_rows, tile_cols = self.probe_tiles(seed)
-        masks = torch.zeros(len(tile_rows), dtype=torch.long, device=self.device)
-        ours = self.tile_values(probe[:, 0], masks, tile_rows, tile_cols, exact=True)
-        expected = reference[self.rows.out[tile_rows][:, :, None], self.cols.out[tile_cols][:, None, :]]
-        return torch.equal(ours, expected)
+        rows, cols = self.rows.out[tile_rows][:, :, None], self.cols.out[tile_cols][:, None, :]
+        for channel in range(channels):
+            masks = torch.full((len(tile_rows),), channel, dtype=torch.long, device=self.device)
+            ours = self.tile_values(probe[0], masks, tile_rows, tile_cols, exact=True)
+            if not torch.equal(ours, reference[channel][rows, cols]):
+                return False
+        return True
 
     @classmethod
     def calibrated(cls, postprocess, low_size: tuple[int, int], encoder_size: int, input_size: tuple[int, int],
-                   original_size: tuple[int, int], tile: int = DEFAULT_TILE,
-                   device: torch.device | str = "cpu") -> "UpscaleFrame | None":
-        """The frame whose arithmetic (fused, then plain) reproduces ``postprocess`` bit for bit, or None."""
-        for fused in (True, False):
-            frame = cls(tuple(low_size), encoder_size, tuple(input_size), tuple(original_size), fused, tile, device)
-            if frame.matches(postprocess):
+                   original_size: tuple[int, int], tile: int = DEFAULT_TILE, device: torch.device | str = "cpu",
+                   channels: int = 1) -> "UpscaleFrame | None":
+        """The frame whose arithmetic (:data:`ARITHMETICS`, in turn) reproduces ``postprocess`` of
+        ``channels`` masks bit for bit, or None."""
+        for arithmetic in ARITHMETICS:
+            frame = cls(tuple(low_size), encoder_size, tuple(input_size), tuple(original_size), arithmetic, tile,
+                        device)
+            if frame.matches(postprocess, channels):
                 return frame
         return None
