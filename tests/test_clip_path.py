@@ -28,14 +28,19 @@ from mobilesam_srw.clip.teacher_record import rebuild_teacher  # noqa: E402
 from mobilesam_srw.clip.zeroshot import build_zero_shot_classifier, zero_shot_logits  # noqa: E402
 from mobilesam_srw.data_prep import shard_encoding, writer  # noqa: E402
 from mobilesam_srw.data_prep.clip import precompute as clip_precompute  # noqa: E402
-from mobilesam_srw.data_prep.clip.sample_data import (CLASSNAMES_FILE, write_sample_image_folder,  # noqa: E402
-                                                      write_sample_img2dataset)
 from mobilesam_srw.data_prep.clip.img2dataset import discover, iterate_samples  # noqa: E402
+from mobilesam_srw.data_prep.clip.sample_data import (  # noqa: E402
+    CLASSNAMES_FILE,
+    write_sample_image_folder,
+    write_sample_img2dataset,
+)
 from mobilesam_srw.data_prep.plan import make_plan  # noqa: E402
 from mobilesam_srw.data_prep.subset import parse_subset  # noqa: E402
 from mobilesam_srw.distributed import DistributedContext  # noqa: E402
 from mobilesam_srw.engine.checkpoint import load  # noqa: E402
 from mobilesam_srw.errors import SrwError  # noqa: E402
+
+from conftest import free_port
 
 TEACHER = "ViT-B-32"
 STUDENT = "timm:test_vit"  # a 0.3M-parameter timm ViT: TinyViT-5M costs ~1 s per image on 2 cores
@@ -165,11 +170,12 @@ def test_ranks_split_shards_and_skip_complete_ones(stored, data):
     assert shard_encoding.pending_shards(stored, four, DistributedContext(0, 2)) == []  # complete: never redone
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_train_as_one_process(stored, data, single_run):
     """2 ranks x batch 2 give the steps of 1 process x batch 4: SRW weights over the global batch, DDP."""
     ranks_run = data / "runs" / "ranks"
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                             "29631", "-m", "mobilesam_srw.clip", "train", "--shards", str(stored), "--out",
+                             str(free_port()), "-m", "mobilesam_srw.clip", "train", "--shards", str(stored), "--out",
                              str(ranks_run), "--batch-size", "2", *TRAIN], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine_toy import ToyConfig, ToyTask
 
 from mobilesam_srw.distributed import DistributedContext
 from mobilesam_srw.engine import Targets, fit
@@ -19,6 +18,9 @@ from mobilesam_srw.engine.checkpoint import load
 from mobilesam_srw.engine.weighting import step_weights, tail_weight_fraction
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.srw import average_similarity, srw_weights
+
+from conftest import free_port
+from engine_toy import ToyConfig, ToyTask
 
 TOY = Path(__file__).with_name("engine_toy.py")
 CPU = DistributedContext()
@@ -99,13 +101,14 @@ def run_ranks(tmp_path: Path, config: dict, port: int) -> subprocess.CompletedPr
                           timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scope", ["batch", "image"])
 def test_two_gloo_ranks_match_one_process(tmp_path, scope):
     base = dict(workers=0, progress=False, device="cpu", optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0,
                 schedule="step", warmup=0, epochs=2, tau=0.2, scope=scope)
     fit(ToyTask(ToyConfig(out=tmp_path / "single", batch_size=4, grad_accum=4, **base)))
     result = run_ranks(tmp_path, {**base, "out": str(tmp_path / "ranks"), "batch_size": 4, "grad_accum": 2},
-                       29591 if scope == "batch" else 29592)
+                       free_port())
     assert result.returncode == 0, result.stderr[-3000:]
     for name, value in final_weights(tmp_path / "single").items():
         torch.testing.assert_close(final_weights(tmp_path / "ranks")[name], value, atol=1e-6, rtol=0)

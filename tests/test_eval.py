@@ -10,19 +10,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import precompute_tiny, run_cli
 from segment_anything import SamPredictor
-from test_precompute import assert_one_line_error, original_images, read_all
 
 from mobilesam_srw.eval.sam.evaluate import EvalConfig, evaluate
 from mobilesam_srw.eval.sam.grid import grid_points
 from mobilesam_srw.eval.sam.metrics import paired_iou, prompt_quartiles
-from mobilesam_srw.sam.masks import mask_iou
 from mobilesam_srw.sam import checkpoint
+from mobilesam_srw.sam.masks import mask_iou
 from mobilesam_srw.sam.predictor import EmbeddingPredictor
-from mobilesam_srw.sam.teachers.loading import decoder_sam, prompt_and_decoder
 from mobilesam_srw.sam.student import build_student
+from mobilesam_srw.sam.teachers.loading import decoder_sam, prompt_and_decoder
 from mobilesam_srw.sam.teachers.sam_vit import TINY_TEACHER_FILE, load_tiny_teacher
+
+from conftest import assert_one_line_error, free_port, original_images, precompute_tiny, read_all, run_cli
 
 
 def test_teacher_masks_equal_sam_predictor_end_to_end(sample_sa1b, tmp_path):
@@ -107,6 +107,7 @@ def test_student_equal_to_teacher_scores_100(tiny_shards):
     assert results[0]["iou_sum"] / results[0]["count"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_bad_eval_input(tiny_shards, two_runs, tmp_path):
     out = tmp_path / "report"
     assert_one_line_error(run_cli("eval", "--shards", tiny_shards, "--student", two_runs[0], "--grid", "0",
@@ -169,6 +170,7 @@ def test_size_buckets_use_coco_thresholds_at_input_scale():
     assert size_bucket(62 ** 2, (2048, 1500), 1024) == "small"  # 31 px at the 1024-px scale
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_merge_to_the_single_process_report(tiny_shards, two_runs, tmp_path):
     import os
     import subprocess
@@ -176,7 +178,7 @@ def test_two_gloo_ranks_merge_to_the_single_process_report(tiny_shards, two_runs
 
     single = evaluate(EvalConfig(shards=[str(tiny_shards)], students=two_runs, out=tmp_path / "single", grids=[2, 3],
                                  limit=3, progress=False, device="cpu"))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29583",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
                "-m", "mobilesam_srw", "eval", "--shards", str(tiny_shards), "--student", *map(str, two_runs),
                "--grid", "2", "3", "--limit", "3", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "ranks")]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -293,7 +295,8 @@ def _logit_sets(low: int) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("frame_sizes", FRAMES, ids=["copy-first", "sam", "portrait", "shrink"])
 def test_sparse_upscale_equals_postprocess_masks(frame_sizes):
-    from mobilesam_srw.eval.sam.tiles import TiledMasks, paired_iou as tiled_iou
+    from mobilesam_srw.eval.sam.tiles import TiledMasks
+    from mobilesam_srw.eval.sam.tiles import paired_iou as tiled_iou
     from mobilesam_srw.eval.sam.upscale import UpscaleFrame
 
     low, encoder, input_size, original_size = frame_sizes
@@ -352,7 +355,8 @@ def test_other_arithmetic_is_refused_and_upscaled_in_full():
     upscales in full and the IoUs stay exact."""
     import torch.nn.functional as F
 
-    from mobilesam_srw.eval.sam.tiles import MaskTiler, paired_iou as tiled_iou
+    from mobilesam_srw.eval.sam.tiles import MaskTiler
+    from mobilesam_srw.eval.sam.tiles import paired_iou as tiled_iou
     from mobilesam_srw.eval.sam.upscale import UpscaleFrame
 
     def other(masks, input_size, original_size):
@@ -435,7 +439,8 @@ def test_sparse_masks_equal_sam_predictors_on_litemedsam():
     import cv2
     from skimage import data
 
-    from mobilesam_srw.eval.sam.tiles import MaskTiler, paired_iou as tiled_iou
+    from mobilesam_srw.eval.sam.tiles import MaskTiler
+    from mobilesam_srw.eval.sam.tiles import paired_iou as tiled_iou
     from mobilesam_srw.sam.teachers.loading import load_teacher
 
     teacher = load_teacher("litemedsam")
@@ -506,3 +511,34 @@ def test_progress_counts_prompts():
         bar.prompts_done(5)
         bar.image_done()
         assert (bar.prompts, bar.bar.total, bar.images_done) == (10, 20, 2)  # estimated from the images done
+
+
+def test_teacher_box_prompts_come_from_the_teachers_masks(tiny_shards, two_runs, tmp_path):
+    """Boxes of the teacher's masks for a grid of boxes: inside the image, deterministic, no duplicates; a student
+    whose embedding is the teacher's scores 100; the report."""
+    from mobilesam_srw import shards
+    from mobilesam_srw.eval.sam.boxes import cell_boxes, evaluate_image_teacher_boxes, teacher_boxes
+
+    np.testing.assert_array_equal(cell_boxes(10, 20, 2), [[0, 0, 10, 5], [10, 0, 20, 5], [0, 5, 10, 10],
+                                                          [10, 5, 20, 10]])
+    sample = next(shards.iterate_shards(shards.shard_paths([tiny_shards])))
+    decoder = decoder_sam(tiny_shards / TINY_TEACHER_FILE, 256)
+    predictors = {}
+    for run in ("teacher", "same"):
+        predictors[run] = EmbeddingPredictor(decoder)
+        predictors[run].set_embedding(torch.from_numpy(sample.embedding), sample.meta["original_size"],
+                                      sample.meta["input_size"])
+    boxes = teacher_boxes(predictors["teacher"], 3)
+    height, width = sample.meta["original_size"]
+    assert 0 < len(boxes) <= 9 and (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= width).all()
+    assert (boxes[:, 3] <= height).all() and (boxes[:, 2:] > boxes[:, :2]).all()
+    np.testing.assert_array_equal(teacher_boxes(predictors["teacher"], 3, batch_size=2), boxes)
+    (row,) = evaluate_image_teacher_boxes(sample, predictors, 3, points_per_batch=2)
+    assert row["count"] == len(boxes) and row["teacher_iou_sum"] == pytest.approx(len(boxes))
+    summary = evaluate(EvalConfig(shards=[str(tiny_shards)], students=two_runs, out=tmp_path / "box",
+                                  mode="teacher-box", box_grid=2, limit=2, progress=False, device="cpu"))
+    assert set(summary["miou_vs_teacher"]) == {"mse", "srw"} and summary["boxes"] > 0
+    assert all(0 <= value <= 100 for value in summary["miou_vs_teacher"].values())
+    table = (tmp_path / "box" / "table.md").read_text()
+    assert "a 2x2 grid of boxes" in table and "| srw |" in table
+    assert sorted(path.name for path in (tmp_path / "box").iterdir()) == ["per_image.csv", "summary.json", "table.md"]

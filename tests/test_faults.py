@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
-from conftest import run_in_process as run_cli
-from test_precompute import assert_one_line_error
 
 from mobilesam_srw import shards
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.lock import output_lock
+
+from conftest import assert_one_line_error, run_in_process
 
 TRAIN = ["--student", "tinyvit-micro", "--batch-size", "2", "--epochs", "1", "--workers", "0", "--no-progress",
          "--device", "cpu"]
@@ -34,7 +34,7 @@ def write_samples(path, samples: list[dict]) -> None:
 def sample(key: str, embedding=None, jpeg: bytes | None = None) -> dict:
     embedding = np.zeros((256, 16, 16), np.float32) if embedding is None else embedding
     image = shards.encode_image(np.zeros((256, 200, 3), np.uint8)) if jpeg is None else jpeg
-    return {"__key__": key, shards.IMAGE_FIELD: image, shards.EMBEDDING_FIELD: shards.npy_bytes(embedding),
+    return {"__key__": key, "jpg": image, shards.EMBEDDING_FIELD: shards.npy_bytes(embedding),
             shards.META_FIELD: b'{"original_size": [256, 200], "input_size": [256, 200]}'}
 
 
@@ -55,7 +55,7 @@ def test_unsafe_keys_in_a_shard_are_one_line(tmp_path, key):
 def test_a_second_writer_is_refused(tiny_shards, tmp_path):
     out = tmp_path / "run"
     with output_lock(out):
-        result = run_cli("train", "--shards", tiny_shards, *TRAIN, "--out", out)
+        result = run_in_process("train", "--shards", tiny_shards, *TRAIN, "--out", out)
     assert_one_line_error(result, "is in use by another srw job")
     assert not (out / "student.pt").exists()
 
@@ -71,7 +71,7 @@ def test_bad_members_inside_a_shard_are_one_line(tmp_path, bad, message):
     folder = tmp_path / "shards"
     folder.mkdir()
     write_samples(folder / "shard-000000.tar", [bad(), sample("sa_2"), sample("sa_3"), sample("sa_4")])
-    result = run_cli("train", "--shards", folder, *TRAIN, "--out", tmp_path / "run")
+    result = run_in_process("train", "--shards", folder, *TRAIN, "--out", tmp_path / "run")
     assert_one_line_error(result, message)
 
 
@@ -80,13 +80,13 @@ def test_a_truncated_shard_and_a_malformed_manifest_are_one_line(tiny_shards, tm
     folder.mkdir()
     data = sorted(tiny_shards.glob("shard-*.tar"))[0].read_bytes()
     (folder / "shard-000000.tar").write_bytes(data[: len(data) // 2])
-    assert_one_line_error(run_cli("train", "--shards", folder, *TRAIN, "--out", tmp_path / "a"), "shard")
+    assert_one_line_error(run_in_process("train", "--shards", folder, *TRAIN, "--out", tmp_path / "a"), "shard")
     broken = tmp_path / "manifest"
     broken.mkdir()
     (broken / "shard-000000.tar").write_bytes(sorted(tiny_shards.glob("shard-*.tar"))[0].read_bytes())
     for text in ("{not json", "[1, 2]", '{"a": ' * 5000 + "1" + "}" * 5000):
         (broken / "manifest.json").write_text(text)
-        assert_one_line_error(run_cli("train", "--shards", broken, *TRAIN, "--out", tmp_path / "b"), "manifest")
+        assert_one_line_error(run_in_process("train", "--shards", broken, *TRAIN, "--out", tmp_path / "b"), "manifest")
 
 
 # --- 6. every bad value: one line, exit 2, before any folder -------------------------------------------------
@@ -106,7 +106,7 @@ def test_bad_training_values(tiny_shards, tmp_path, option, value, message):
     if value == "cuda" and torch.cuda.is_available():
         pytest.skip("a GPU is present")
     out = tmp_path / "run"
-    assert_one_line_error(run_cli("train", "--shards", tiny_shards, *TRAIN, option, value, "--out", out), message)
+    assert_one_line_error(run_in_process("train", "--shards", tiny_shards, *TRAIN, option, value, "--out", out), message)
     assert not out.exists()
 
 
@@ -118,13 +118,13 @@ def test_out_that_is_a_file(tiny_shards, two_runs, tmp_path, command):
     blocker = tmp_path / "file"
     blocker.write_text("mine")
     command = [str(tiny_shards) if a == "SHARDS" else str(two_runs[0]) if a == "RUN" else a for a in command]
-    assert_one_line_error(run_cli(*command, "--out", blocker), "is not a folder")
+    assert_one_line_error(run_in_process(*command, "--out", blocker), "is not a folder")
     assert blocker.read_text() == "mine"
 
 
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_points_per_batch(tiny_shards, two_runs, tmp_path, value):
-    result = run_cli("eval", "--shards", tiny_shards, "--student", two_runs[0], "--points-per-batch", value,
+    result = run_in_process("eval", "--shards", tiny_shards, "--student", two_runs[0], "--points-per-batch", value,
                      "--out", tmp_path / "r", "--device", "cpu")
     assert_one_line_error(result, "--points-per-batch must be >= 1")
     assert not (tmp_path / "r").exists()
@@ -139,7 +139,7 @@ def test_bad_checkpoints_are_one_line(tiny_shards, tmp_path, content):
         torch.save(torch.zeros(3), path)
     else:
         path.write_bytes(content)
-    result = run_cli("train", "--shards", tiny_shards, *TRAIN, "--init", path, "--out", tmp_path / "run")
+    result = run_in_process("train", "--shards", tiny_shards, *TRAIN, "--init", path, "--out", tmp_path / "run")
     assert_one_line_error(result, "checkpoint")
     assert not (tmp_path / "run" / "student.pt").exists()
 
@@ -147,9 +147,9 @@ def test_bad_checkpoints_are_one_line(tiny_shards, tmp_path, content):
 def test_a_second_precompute_or_eval_into_a_busy_folder_is_refused(sample_sa1b, tiny_shards, two_runs, tmp_path):
     busy = tmp_path / "busy"
     with output_lock(busy):
-        precompute = run_cli("precompute", "--sa1b", sample_sa1b, "--teacher", "tiny", "--subset", "all",
+        precompute = run_in_process("precompute", "--sa1b", sample_sa1b, "--teacher", "tiny", "--subset", "all",
                              "--out", busy, "--workers", "0", "--no-progress", "--device", "cpu")
-        evaluation = run_cli("eval", "--shards", tiny_shards, "--student", two_runs[0], "--grid", "2",
+        evaluation = run_in_process("eval", "--shards", tiny_shards, "--student", two_runs[0], "--grid", "2",
                              "--out", busy, "--device", "cpu", "--no-progress")
     assert_one_line_error(precompute, "is in use by another srw job")
     assert_one_line_error(evaluation, "is in use by another srw job")
@@ -194,7 +194,7 @@ def test_non_finite_teacher_embeddings_are_skipped_counted_and_reported(copied_s
     values = {0: np.nan, 2: np.inf, 3: -np.inf}
     rewrite_shards(copied_shards, lambda i, raw: poison(raw, values[i]) if i in values else raw)
     out = tmp_path / "report"
-    result = run_cli("eval", "--shards", copied_shards, "--student", *two_runs, *EVAL, "--limit", "6", "--out", out)
+    result = run_in_process("eval", "--shards", copied_shards, "--student", *two_runs, *EVAL, "--limit", "6", "--out", out)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped_images"] == {"non-finite teacher embedding": 3} and summary["images"] == 3
@@ -202,7 +202,7 @@ def test_non_finite_teacher_embeddings_are_skipped_counted_and_reported(copied_s
     assert "3 images left out for every run (non-finite teacher embedding: 3)" in (out / "table.md").read_text()
     assert "3 skipped" in result.stderr
     rewrite_shards(copied_shards, lambda i, raw: poison(raw, np.nan))  # nothing left: one line, no report
-    result = run_cli("eval", "--shards", copied_shards, "--student", two_runs[0], *EVAL, "--out", tmp_path / "none")
+    result = run_in_process("eval", "--shards", copied_shards, "--student", two_runs[0], *EVAL, "--out", tmp_path / "none")
     assert_one_line_error(result, "no images were evaluated (skipped: non-finite teacher embedding: 12)")
     assert not (tmp_path / "none" / "summary.json").exists()
 
@@ -215,10 +215,10 @@ def test_a_student_with_non_finite_embeddings_is_one_line(tiny_shards, two_runs,
         next(student.parameters()).fill_(float("nan"))
     broken = tmp_path / "broken"
     checkpoint.save(broken / checkpoint.STUDENT_FILE, checkpoint.student_record(student))
-    result = run_cli("eval", "--shards", tiny_shards, "--student", two_runs[0], broken, *EVAL, "--limit", "2",
+    result = run_in_process("eval", "--shards", tiny_shards, "--student", two_runs[0], broken, *EVAL, "--limit", "2",
                      "--out", tmp_path / "r")
     assert_one_line_error(result, "no images were evaluated (skipped: non-finite broken embedding: 2)")
-    result = run_cli("compare", "--shards", tiny_shards, "--runs", two_runs[0], broken, "--first", "1", "--grid", "2",
+    result = run_in_process("compare", "--shards", tiny_shards, "--runs", two_runs[0], broken, "--first", "1", "--grid", "2",
                      "--device", "cpu", "--out", tmp_path / "figures")
     assert_one_line_error(result, "student broken's embedding has NaN or inf values")
 
@@ -228,13 +228,13 @@ def test_shards_without_avesim_are_evaluated_and_drawn(copied_shards, two_runs, 
     rewrite_shards(copied_shards, lambda i, raw: {k: v for k, v in raw.items() if k != shards.AVESIM_FIELD})
     for computed in shards.iterate_shards(shards.shard_paths([copied_shards]), with_image=False):
         np.testing.assert_allclose(computed.avesim, stored[computed.key], atol=2e-3)  # from fp16 storage
-    result = run_cli("eval", "--shards", copied_shards, "--student", *two_runs, *EVAL, "--limit", "2",
+    result = run_in_process("eval", "--shards", copied_shards, "--student", *two_runs, *EVAL, "--limit", "2",
                      "--out", tmp_path / "r")
     assert result.returncode == 0, result.stderr
-    result = run_cli("heatmap", "--shards", copied_shards, "--first", "1", "--out", tmp_path / "figures")
+    result = run_in_process("heatmap", "--shards", copied_shards, "--first", "1", "--out", tmp_path / "figures")
     assert result.returncode == 0, result.stderr
     rewrite_shards(copied_shards, lambda i, raw: poison(raw, np.nan))  # avesim computed from NaN: refused
-    result = run_cli("heatmap", "--shards", copied_shards, "--first", "1", "--out", tmp_path / "nan")
+    result = run_in_process("heatmap", "--shards", copied_shards, "--first", "1", "--out", tmp_path / "nan")
     assert_one_line_error(result, "has NaN or inf values")
     assert not (tmp_path / "nan").exists()
 
@@ -251,7 +251,7 @@ def test_shards_without_avesim_are_evaluated_and_drawn(copied_shards, two_runs, 
 def test_bad_records_are_one_line_in_eval_and_figures(copied_shards, two_runs, tmp_path, change, message):
     rewrite_shards(copied_shards, lambda i, raw: change(raw) if i == 0 else raw)
     for command in (["eval", "--student", two_runs[0], *EVAL], ["heatmap", "--first", "1"]):
-        result = run_cli(command[0], "--shards", copied_shards, *command[1:], "--out", tmp_path / command[0])
+        result = run_in_process(command[0], "--shards", copied_shards, *command[1:], "--out", tmp_path / command[0])
         assert_one_line_error(result, message)
         assert "shard-000000.tar" in result.stderr
         assert not (tmp_path / "heatmap").exists()
@@ -278,7 +278,7 @@ def test_gt_metrics_stay_in_range_whatever_the_annotations(copied_shards, two_ru
 
     rewrite_shards(copied_shards, hostile)
     out = tmp_path / "gt"
-    result = run_cli("eval", "--shards", copied_shards, "--student", *two_runs, "--mode", "gt", "--prompt", "box",
+    result = run_in_process("eval", "--shards", copied_shards, "--student", *two_runs, "--mode", "gt", "--prompt", "box",
                      "--limit", "3", "--device", "cpu", "--no-progress", "--out", out)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -293,8 +293,8 @@ def test_gt_metrics_stay_in_range_whatever_the_annotations(copied_shards, two_ru
 def test_figures_into_a_busy_folder_are_refused(tiny_shards, two_runs, tmp_path):
     busy = tmp_path / "busy"
     with output_lock(busy):
-        heatmap = run_cli("heatmap", "--shards", tiny_shards, "--first", "1", "--out", busy)
-        compare = run_cli("compare", "--shards", tiny_shards, "--runs", *two_runs, "--first", "1", "--grid", "2",
+        heatmap = run_in_process("heatmap", "--shards", tiny_shards, "--first", "1", "--out", busy)
+        compare = run_in_process("compare", "--shards", tiny_shards, "--runs", *two_runs, "--first", "1", "--grid", "2",
                           "--device", "cpu", "--out", busy)
     assert_one_line_error(heatmap, "is in use by another srw job")
     assert_one_line_error(compare, "is in use by another srw job")
@@ -316,7 +316,7 @@ def test_figures_into_a_busy_folder_are_refused(tiny_shards, two_runs, tmp_path)
 def test_bad_figure_values(tiny_shards, two_runs, tmp_path, command, option, value, message):
     runs = ["--runs", *two_runs, "--device", "cpu"] if command == "compare" else []
     out = tmp_path / "figures"
-    assert_one_line_error(run_cli(command, "--shards", tiny_shards, *runs, option, value, "--out", out), message)
+    assert_one_line_error(run_in_process(command, "--shards", tiny_shards, *runs, option, value, "--out", out), message)
     assert not out.exists()
 
 
@@ -325,7 +325,7 @@ def test_figure_out_that_is_a_file(tiny_shards, two_runs, tmp_path, command):
     blocker = tmp_path / "file"
     blocker.write_text("mine")
     runs = ["--runs", *two_runs, "--device", "cpu"] if command == "compare" else []
-    assert_one_line_error(run_cli(command, "--shards", tiny_shards, *runs, "--out", blocker), "is not a folder")
+    assert_one_line_error(run_in_process(command, "--shards", tiny_shards, *runs, "--out", blocker), "is not a folder")
     assert blocker.read_text() == "mine"
 
 
@@ -335,10 +335,10 @@ def test_a_manifest_listing_shards_that_are_gone_is_one_line(copied_shards, two_
     given = pattern.format(folder=copied_shards)
     for command in (["train", *TRAIN], ["eval", "--student", two_runs[0], *EVAL], ["heatmap"]):
         out = tmp_path / command[0]
-        result = run_cli(command[0], "--shards", given, *command[1:], "--out", out)
+        result = run_in_process(command[0], "--shards", given, *command[1:], "--out", out)
         assert_one_line_error(result, "lists 1 shard(s) that are missing, e.g. shard-000001.tar")
         assert not out.exists()
-    assert run_cli("heatmap", "--shards", f"{copied_shards}/shard-000000.tar", "--first", "1",
+    assert run_in_process("heatmap", "--shards", f"{copied_shards}/shard-000000.tar", "--first", "1",
                    "--out", tmp_path / "one").returncode == 0  # the shards asked for are all there
 
 
@@ -347,7 +347,7 @@ def test_a_manifest_listing_shards_that_are_gone_is_one_line(copied_shards, two_
 def test_a_manifest_with_a_malformed_shard_list_is_one_line(copied_shards, tmp_path, shards_entry):
     manifest = json.loads((copied_shards / "manifest.json").read_text())
     (copied_shards / "manifest.json").write_text(json.dumps({**manifest, "shards": json.loads(shards_entry)}))
-    result = run_cli("train", "--shards", copied_shards, *TRAIN, "--out", tmp_path / "run")
+    result = run_in_process("train", "--shards", copied_shards, *TRAIN, "--out", tmp_path / "run")
     assert_one_line_error(result, "its shards are not a list of {name, samples} entries")
 
 
@@ -356,7 +356,7 @@ def test_out_under_a_file_is_one_line(tiny_shards, two_runs, tmp_path):
     blocker.write_text("mine")
     for command in (["train", "--shards", tiny_shards, *TRAIN], ["heatmap", "--shards", tiny_shards, "--first", "1"],
                     ["eval", "--shards", tiny_shards, "--student", two_runs[0], *EVAL]):
-        result = run_cli(*command, "--out", blocker / "sub")
+        result = run_in_process(*command, "--out", blocker / "sub")
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert len([line for line in result.stderr.splitlines() if "error:" in line]) == 1
     assert blocker.read_text() == "mine"
@@ -367,7 +367,7 @@ def test_a_job_that_fails_before_writing_leaves_no_folder(tmp_path):
     with pytest.raises(SrwError, match="failed"):
         with output_lock(out):
             raise SrwError("failed")
-    assert not out.exists()
+    assert not (tmp_path / "new").exists()  # nor the parent it made
     kept = tmp_path / "kept"
     with pytest.raises(SrwError):
         with output_lock(kept):
@@ -380,29 +380,87 @@ def test_a_job_that_fails_before_writing_leaves_no_folder(tmp_path):
         with output_lock(existing):
             raise SrwError("failed")
     assert existing.is_dir()  # a folder the user had stays
+    with output_lock(existing):
+        assert (existing / ".srw.lock").is_file()
+    assert list(existing.iterdir()) == []  # a job that ends leaves no lock file
+
+
+def test_a_lock_file_removed_by_its_holder_is_not_taken(tmp_path):
+    """A job that opened the lock file just before its holder removed it locks the folder's new file instead."""
+    import fcntl
+    import os
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    stale = os.open(folder / ".srw.lock", os.O_RDWR | os.O_CREAT)  # a file its holder is about to remove
+    (folder / ".srw.lock").unlink()
+    try:
+        with output_lock(folder):
+            fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the old inode is free: not what the job holds
+            assert (folder / ".srw.lock").is_file()
+            with pytest.raises(SrwError, match="in use by another srw job"):
+                with output_lock(folder):
+                    pass
+    finally:
+        os.close(stale)
+
+
+@pytest.mark.slow
+def test_a_killed_eval_leaves_nothing_behind(tiny_shards, two_runs, tmp_path):
+    """SIGTERM (kill) interrupts eval as Ctrl-C does: no lock file, and no report folder since nothing was written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "reports" / "grid"
+    job = subprocess.Popen([sys.executable, "-m", "mobilesam_srw", "eval", "--shards", str(tiny_shards), "--student",
+                            str(two_runs[0]), "--grid", "64", "--device", "cpu", "--no-progress", "--out", str(out)],
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / ".srw.lock").exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    job.send_signal(signal.SIGTERM)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 130 and "interrupted" in stderr, stderr
+    assert not (tmp_path / "reports").exists()
 
 
 def test_a_text_file_as_checkpoint_names_what_it_is(tiny_shards, tmp_path):
     path = tmp_path / "weights.pt"
     path.write_text("hello world\n")
-    result = run_cli("train", "--shards", tiny_shards, *TRAIN, "--init", path, "--out", tmp_path / "run")
+    result = run_in_process("train", "--shards", tiny_shards, *TRAIN, "--init", path, "--out", tmp_path / "run")
     assert_one_line_error(result, "not a PyTorch checkpoint of weights (KeyError")
 
 
 def test_ground_truth_modes_on_shards_without_annotations_are_one_line(copied_shards, two_runs, tmp_path):
     rewrite_shards(copied_shards, lambda i, raw: with_meta(raw, annotations=[]))  # as --images input makes them
-    result = run_cli("eval", "--shards", copied_shards, "--student", two_runs[0], "--mode", "gt", "--limit", "2",
-                     "--device", "cpu", "--no-progress", "--out", tmp_path / "gt")
-    assert_one_line_error(result, "these shards hold no valid annotations: --mode gt needs SA-1B or --coco input")
-    assert not (tmp_path / "gt").exists()
-    result = run_cli("compare", "--shards", copied_shards, "--runs", *two_runs, "--prompt", "box", "--first", "1",
+    result = run_in_process("eval", "--shards", copied_shards, "--student", two_runs[0], "--mode", "gt", "--limit", "2",
+                     "--device", "cpu", "--no-progress", "--out", tmp_path / "reports" / "gt")
+    assert_one_line_error(result, "these shards hold no valid annotations: --mode gt needs SA-1B or --coco input; "
+                                  "use --mode teacher-box")
+    assert not (tmp_path / "reports").exists()  # no folder left, not even the parent
+    result = run_in_process("compare", "--shards", copied_shards, "--runs", *two_runs, "--prompt", "box", "--first", "1",
                      "--device", "cpu", "--no-progress", "--out", tmp_path / "figures")
-    assert_one_line_error(result, "--prompt box: the chosen samples hold no valid annotation boxes")
+    assert_one_line_error(result, "--prompt box: the chosen samples hold no valid annotation boxes (shards of --images "
+                                  "input have none); use --prompt teacher-box")
     assert not (tmp_path / "figures").exists()
+    manifest = json.loads((copied_shards / "manifest.json").read_text())
+    (copied_shards / "manifest.json").write_text(json.dumps({**manifest, "input": {"kind": "images"}}))
+    result = run_in_process("eval", "--shards", copied_shards, "--student", two_runs[0], "--mode", "gt",
+                            "--device", "cpu", "--no-progress", "--out", tmp_path / "reports" / "gt")
+    assert_one_line_error(result, "--mode gt needs annotations, and these shards were made from --images input "
+                                  "(none): use --mode teacher-box")  # said before any image is read
+    assert not (tmp_path / "reports").exists()
+    result = run_in_process("compare", "--shards", copied_shards, "--runs", *two_runs, "--prompt", "teacher-box",
+                            "--box-grid", "2", "--first", "1", "--device", "cpu", "--no-progress",
+                            "--out", tmp_path / "figures")
+    assert result.returncode == 0, result.stderr  # boxes from the teacher's masks need no annotations
+    assert sorted(path.suffix for path in (tmp_path / "figures").iterdir()) == [".pdf", ".png"]
 
 
 def test_a_teacher_without_masks_at_the_filters_is_said(tiny_shards, two_runs, tmp_path):
-    result = run_cli("eval", "--shards", tiny_shards, "--student", two_runs[0], "--mode", "everything", "--grid", "2",
+    result = run_in_process("eval", "--shards", tiny_shards, "--student", two_runs[0], "--mode", "everything", "--grid", "2",
                      "--pred-iou-thresh", "2", "--limit", "1", "--device", "cpu", "--no-progress",
                      "--out", tmp_path / "everything")
     assert result.returncode == 0, result.stderr

@@ -10,20 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import precompute_tiny, run_cli
 from PIL import Image
 from pycocotools import mask as mask_utils
-from test_precompute import assert_one_line_error, read_all
 
 from mobilesam_srw import shards
-from mobilesam_srw.sam.annotations import coco_annotations, rle_runs, sa1b_annotations
 from mobilesam_srw.data_prep.images import decode_rgb
 from mobilesam_srw.data_prep.keys import unique_keys
 from mobilesam_srw.data_prep.sam.sample_data import write_sample_folder
 from mobilesam_srw.data_prep.sample_photos import photo as _photo
 from mobilesam_srw.data_prep.sources import BadSample, ImageLimits
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.sam.annotations import coco_annotations, rle_runs, sa1b_annotations
 from mobilesam_srw.sam.teachers.sam_vit import TINY_TEACHER_FILE
+
+from conftest import assert_one_line_error, precompute_tiny, read_all, run_cli
 
 SIZE = 128  # the tiny teacher's input size in these tests
 
@@ -176,7 +176,7 @@ def test_image_folder(tmp_path):
 # ---------------------------------------------------------------- resume and the held-out split
 
 
-def test_held_out_split_and_resume(tmp_path):
+def test_held_out_split_and_resume(tmp_path, capsys):
     folder = tmp_path / "folder"
     write_sample_folder(folder, num_images=8, seed=1, max_side=64)
     out = tmp_path / "out"
@@ -187,6 +187,10 @@ def test_held_out_split_and_resume(tmp_path):
     assert (manifest["samples_written"], val["samples_written"]) == (6, 2)
     train_keys, val_keys = set(read_all(out, with_image=False)), set(read_all(out / "val", with_image=False))
     assert not train_keys & val_keys and len(train_keys | val_keys) == 8
+    assert set(manifest["held_out_keys"]) == set(val["held_out_keys"]) == val_keys  # recorded in both folders
+    (said,) = [line for line in capsys.readouterr().err.splitlines() if "held out" in line]
+    assert said.startswith(f"precompute: held out 2 of 8 samples into {out / 'val'}: ")
+    assert all(key in said for key in val_keys)
     assert (out / TINY_TEACHER_FILE).read_bytes() == (out / "val" / TINY_TEACHER_FILE).read_bytes()
     assert manifest["teacher"] == val["teacher"]
 
@@ -335,6 +339,7 @@ def test_annotation_checks():
     assert kept[0]["bbox"] == [0.0, 0.0, 12.0, 10.0]
 
 
+@pytest.mark.slow
 def test_coco_file_faults_stop_before_any_work(tmp_path):
     (tmp_path / "images").mkdir()
     cases = {
@@ -358,6 +363,7 @@ def test_coco_file_faults_stop_before_any_work(tmp_path):
 # ---------------------------------------------------------------- the domain recipe, end to end
 
 
+@pytest.mark.slow
 def test_domain_recipe_end_to_end(tmp_path):
     """make-sample-data (COCO) -> precompute with a held-out split -> train -> eval --mode gt on the split."""
     data, shard_folder = tmp_path / "data", tmp_path / "shards"

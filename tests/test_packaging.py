@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import mobilesam_srw
+
 from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +60,7 @@ def test_wheel_maps_stages_into_namespace(wheel_files):
     assert entry_points
 
 
+@pytest.mark.slow
 def test_installed_stages_import_from_namespace_only(tmp_path):
     code = (
         "import importlib.util, mobilesam_srw.data_prep, mobilesam_srw.eval, mobilesam_srw.viz;"
@@ -68,6 +70,7 @@ def test_installed_stages_import_from_namespace_only(tmp_path):
     assert result.stdout.strip() == "[True, True]"
 
 
+@pytest.mark.slow
 def test_cli_version_and_help():
     version = run_cli("--version")
     assert version.returncode == 0
@@ -76,6 +79,7 @@ def test_cli_version_and_help():
     assert help_text.returncode == 0 and "usage: srw-sam" in help_text.stdout and "--version" in help_text.stdout
 
 
+@pytest.mark.slow
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / "srw-sam"
     assert script.exists(), "srw-sam is not installed next to this interpreter"
@@ -83,6 +87,7 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and result.stdout.startswith("srw-sam ")
 
 
+@pytest.mark.slow
 def test_unknown_command_exits_2():
     result = run_cli("frobnicate")
     assert result.returncode == 2
@@ -104,3 +109,20 @@ def test_the_cli_refuses_a_second_checkout_run_with_this_environment(tmp_path):
     result = run_cli("eval", "--help", cwd=tmp_path)
     assert result.returncode == 2 and "two checkouts are mixed" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_each_option_says_its_default_once():
+    """A help line that already says its default does not get argparse's "(default X)" a second time."""
+    from mobilesam_srw.cli import PROGRAMS, build_parser, program
+
+    for name in PROGRAMS:
+        spec = program(name)
+        if spec.needs is not None and importlib.util.find_spec(spec.needs[0]) is None:
+            continue
+        for subcommand in spec.subcommands:
+            parser = build_parser(spec, [subcommand])
+            chosen = next(action for action in parser._actions if action.dest == "command").choices[subcommand]
+            for action in chosen._actions:
+                assert (action.help or "").count("(default") <= 1, f"{name} {subcommand} {action.option_strings}"
+    grid = build_parser(program("srw-sam"), ["eval"])._actions[-1].choices["eval"]._option_string_actions["--grid"]
+    assert grid.help.endswith("e.g. --grid 5 16 32 (default 32)")

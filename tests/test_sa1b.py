@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from mobilesam_srw.data_prep.sam import sa1b
 from mobilesam_srw.data_prep.plan import make_plan
+from mobilesam_srw.data_prep.sam import sa1b
 from mobilesam_srw.data_prep.sam.sa1b import scan_tar
 from mobilesam_srw.data_prep.sources import ImageLimits
 from mobilesam_srw.data_prep.subset import Subset, choose, parse_subset

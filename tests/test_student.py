@@ -96,6 +96,7 @@ REFERENCE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_same_weights_give_mobilesam_embedding(tmp_path):
     torch.manual_seed(0)
     student = build_student("tinyvit-5m", 1024).eval()

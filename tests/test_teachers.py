@@ -23,20 +23,23 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from mobilesam_srw import shards
 from mobilesam_srw.errors import SrwError
-from mobilesam_srw.sam.teachers import litemedsam
 from mobilesam_srw.sam.predictor import EmbeddingPredictor
 from mobilesam_srw.sam.preprocessing import LiteMedSamPreprocessing, SamPreprocessing, build_preprocessing
-from mobilesam_srw.sam.teachers.sam_vit import SAM_CONFIGS, build_sam, preprocess
+from mobilesam_srw.sam.prompts import PromptTransform
 from mobilesam_srw.sam.teachers import (
     TEACHERS,
     decoder_from_record,
     default_checkpoint,
+    litemedsam,
     load_teacher,
     spec_from_record,
     teacher_from_record,
     teacher_predictor,
 )
+from mobilesam_srw.sam.teachers.sam_vit import SAM_CONFIGS, build_sam, preprocess
 from mobilesam_srw.srw import average_similarity, srw_weights
+
+from conftest import run_litemedsam_reference
 
 
 def one_line(error: pytest.ExceptionInfo) -> str:
@@ -96,6 +99,7 @@ def test_sam_preprocessing_is_sam_preprocess():
 def test_registry_shapes():
     assert {name: spec.patch_size for name, spec in TEACHERS.items()} == {
         "vit_h": 16, "vit_l": 16, "vit_b": 16, "vit_t": 16, "litemedsam": 4, "tiny": 16,
+        "sam2.1_hiera_t": 16, "sam2.1_hiera_s": 16, "sam2.1_hiera_b+": 16, "sam2.1_hiera_l": 16, "sam2.1_tiny": 16,
     }
     assert TEACHERS["litemedsam"].embedding_shape == TEACHERS["vit_h"].embedding_shape == (256, 64, 64)
     with pytest.raises(SrwError):
@@ -169,69 +173,15 @@ def litemedsam_teacher(litemedsam_checkpoint):
     return load_teacher("litemedsam")
 
 
-LITEMEDSAM_REFERENCE = textwrap.dedent(
-    """
-    # LiteMedSAM as its authors build and run it (CVPR24_LiteMedSAM_infer.py), on MobileSAM's own
-    # modules: TinyViT with the 1x1 stride-1 stem, SAM's prompt encoder at 256 px, SAM's decoder.
-    import sys, cv2, numpy as np, torch, torch.nn.functional as F
-    from mobile_sam.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
-    from mobile_sam.modeling.tiny_vit_sam import Conv2d_BN, TinyViT
-    checkpoint, folder = sys.argv[1], sys.argv[2]
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    encoder = TinyViT(img_size=1024, in_chans=3, num_classes=1000, embed_dims=[64, 128, 160, 320],
-                      depths=[2, 2, 6, 2], num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7],
-                      mlp_ratio=4.0, drop_rate=0.0, drop_path_rate=0.0, mbconv_expand_ratio=4.0,
-                      local_conv_size=3, layer_lr_decay=0.8)  # stages at 256/128/64/64, as LiteMedSAM's at 256 px
-    encoder.patch_embed.seq[0] = Conv2d_BN(3, 32, 1, 1, 0)
-    encoder.patch_embed.seq[2] = Conv2d_BN(32, 64, 1, 1, 0)
-    prompt_encoder = PromptEncoder(embed_dim=256, image_embedding_size=(64, 64), input_image_size=(256, 256),
-                                   mask_in_chans=16)
-    mask_decoder = MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(
-        depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8), transformer_dim=256, iou_head_depth=3,
-        iou_head_hidden_dim=256)
-    for module, prefix, unused in ((encoder, "image_encoder.", {"norm_head", "head"}),
-                                   (prompt_encoder, "prompt_encoder.", set()), (mask_decoder, "mask_decoder.", set())):
-        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        missing, unexpected = module.load_state_dict(part, strict=False)
-        assert not unexpected and {k.split(".")[0] for k in missing} <= unused, (missing, unexpected)
-        module.eval()  # after loading: TinyViT caches its attention biases in eval()
-    image = np.load(folder + "/image.npy")
-    boxes_256 = np.load(folder + "/boxes_256.npy")
-    H, W = image.shape[:2]
-    scale = 256 / max(H, W)
-    new_h, new_w = int(H * scale + 0.5), int(W * scale + 0.5)
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    scaled = (resized - resized.min()) / np.clip(resized.max() - resized.min(), a_min=1e-8, a_max=None)
-    padded = np.pad(scaled, ((0, 256 - new_h), (0, 256 - new_w), (0, 0)))
-    x = torch.tensor(padded).float().permute(2, 0, 1)[None]
-    masks, ious = [], []
-    with torch.no_grad():
-        embedding = encoder(x)
-        for box in boxes_256:  # one pass per box, encoder output straight into the decoder
-            sparse, dense = prompt_encoder(points=None, boxes=torch.tensor(box, dtype=torch.float32)[None, None], masks=None)
-            logits, iou = mask_decoder(image_embeddings=embedding, image_pe=prompt_encoder.get_dense_pe(),
-                                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                       multimask_output=False)
-            logits = F.interpolate(logits[..., :new_h, :new_w], size=(H, W), mode="bilinear", align_corners=False)
-            masks.append(torch.sigmoid(logits)[0, 0] > 0.5)
-            ious.append(iou[0, 0])
-    torch.save({"embedding": embedding, "masks": torch.stack(masks), "ious": torch.stack(ious)}, folder + "/reference.pt")
-    """
-)
 
 COFFEE_BOXES = np.array([[180, 0, 440, 290], [0, 0, 599, 399], [60, 240, 200, 399]], dtype=np.float64)  # XYXY
 
 
 @pytest.fixture(scope="module")
 def litemedsam_reference(litemedsam_checkpoint, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("litemedsam_reference")
     image = skimage.data.coffee()  # 400 x 600: resized to 171 x 256, padded below
-    np.save(folder / "image.npy", image)
-    np.save(folder / "boxes_256.npy", ResizeLongestSide(256).apply_boxes(COFFEE_BOXES, image.shape[:2]))
-    result = subprocess.run([sys.executable, "-c", LITEMEDSAM_REFERENCE, str(litemedsam_checkpoint), str(folder)],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return image, torch.load(folder / "reference.pt", weights_only=True)
+    reference, = run_litemedsam_reference(tmp_path_factory.mktemp("litemedsam_reference"), [image], [COFFEE_BOXES])
+    return image, reference
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +230,32 @@ def test_litemedsam_teacher_predictor_end_to_end(litemedsam_teacher, coffee_embe
     for box, expected in zip(COFFEE_BOXES, reference["masks"]):
         masks, _, _ = predictor.predict(box=box, multimask_output=False)
         assert (torch.from_numpy(masks[0]) != expected).sum() <= 2
+
+
+def test_box_prompts_are_each_teachers_own_convention(litemedsam_teacher, coffee_embedding, litemedsam_reference):
+    """LiteMedSAM's boxes move into its 256 px frame as MedSAM's resize_box_to_256 moves them (int truncation),
+    in every predictor (eval, compare, demo: EmbeddingPredictor; the whole teacher: teacher_predictor); SAM's
+    family keeps ResizeLongestSide's floats. Float boxes would give LiteMedSAM other masks than its own."""
+    assert {name: spec.box_prompts for name, spec in TEACHERS.items()} == {
+        **dict.fromkeys(TEACHERS, "sam"), "litemedsam": "medsam"}
+    size = (400, 600)
+    boxes = np.random.default_rng(0).uniform(0, 399, (50, 4))
+    resize_box_to_256 = np.array([[int(value * (256 / max(size))) for value in box] for box in boxes], np.float64)
+    stored = EmbeddingPredictor(decoder_from_record(litemedsam_teacher.record()))
+    for predictor in (stored, teacher_predictor(litemedsam_teacher)):
+        np.testing.assert_array_equal(predictor.transform.apply_boxes(boxes, size), resize_box_to_256)
+        np.testing.assert_array_equal(predictor.transform.apply_boxes_torch(torch.from_numpy(boxes), size).numpy(),
+                                      resize_box_to_256)
+    sam_family = EmbeddingPredictor(build_sam(SAM_CONFIGS["tiny"]))
+    np.testing.assert_array_equal(sam_family.transform.apply_boxes(boxes, size),
+                                  ResizeLongestSide(256).apply_boxes(boxes, size))
+    image, reference = litemedsam_reference
+    resized, embedding = coffee_embedding
+    floats = EmbeddingPredictor(decoder_from_record(litemedsam_teacher.record()))
+    floats.transform = PromptTransform(256, "sam")
+    floats.set_embedding(embedding[0], image.shape[:2], resized.shape[:2])
+    masks, _ = next(floats.box_batches(COFFEE_BOXES))
+    assert (masks[:, 0] != reference["masks"]).flatten(1).sum(1).max() > 100
 
 
 def test_litemedsam_srw_weights_follow_edges(coffee_embedding):
@@ -365,6 +341,7 @@ MOBILESAM_REFERENCE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mobilesam_teacher_matches_mobilesam(tmp_path):
     from mobilesam_srw.sam.mobilesam_format import to_mobilesam
 

@@ -13,10 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import webdataset as wds
-from conftest import run_cli
-from test_precompute import assert_one_line_error
 
 from mobilesam_srw import shards
 from mobilesam_srw.sam import checkpoint
@@ -24,6 +23,8 @@ from mobilesam_srw.sam.export import student_sam
 from mobilesam_srw.sam.student import build_student
 from mobilesam_srw.sam.teachers.sam_vit import SAM_CONFIGS, build_sam, save_tiny_teacher
 from mobilesam_srw.sam.train import SamTrainConfig, train
+
+from conftest import assert_one_line_error, free_port, run_cli
 
 TRAIN_ARGS = ["--student", "tinyvit-micro", "--batch-size", "2", "--epochs", "2", "--workers", "0",
               "--no-progress", "--device", "cpu"]
@@ -41,12 +42,19 @@ def train_losses(run: Path) -> list[float]:
     return [line["loss"] for line in lines if line["split"] == "train"]
 
 
-def test_train_writes_run_and_learns(tiny_shards, tmp_path):
+def test_train_writes_run_and_learns(tiny_shards, tmp_path, capsys):
     config = SamTrainConfig(shards=[str(tiny_shards)], out=tmp_path / "run", student="tinyvit-micro", batch_size=2,
                          epochs=3, workers=0, progress=False, device="cpu", val_shards=[str(tiny_shards)], lr=0.002)
     metrics = train(config)
     run = tmp_path / "run"
     assert (run / "student.pt").is_file() and (run / "config.json").is_file()
+    recorded = json.loads((run / "config.json").read_text())
+    assert {"tau", "epochs", "lr", "loss", "student", "val_shards"} <= recorded.keys()
+    assert not recorded.keys() & set(SamTrainConfig.UNUSED_OPTIONS)  # srw_scope, momentum, milestones...: not SAM's
+    printed = [line for line in capsys.readouterr().err.splitlines() if "held-out loss" in line]
+    assert [line.split(":")[1].strip() for line in printed] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert f"held-out loss {metrics['val_loss']:.5g} (plain mse {metrics['val_mse']:.5g})" in printed[-1]
+    assert "lowest so far" in printed[-1] and "checkpoints/epoch_00" in printed[-1]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_001.pt", "epoch_002.pt", "epoch_003.pt", "last.pt"]
     assert any((run / "tensorboard").iterdir())
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -58,6 +66,7 @@ def test_train_writes_run_and_learns(tiny_shards, tmp_path):
     assert np.isfinite(metrics["val_loss"]) and np.isfinite(metrics["val_mse"])
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_same_weights(tiny_shards, tmp_path):
     args = ["train", "--shards", tiny_shards, *TRAIN_ARGS, "--save-every", "2", "--epochs", "3"]
     reference = run_cli(*args, "--out", tmp_path / "reference")
@@ -84,6 +93,7 @@ def test_killed_training_resumes_to_the_same_weights(tiny_shards, tmp_path):
     assert_one_line_error(changed, "started with tau=0.5")
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_one_process(tiny_shards, tmp_path):
     common = ["--shards", str(tiny_shards), "--student", "tinyvit-micro", "--batch-size", "2", "--epochs", "1",
               "--workers", "0", "--no-progress", "--device", "cpu"]
@@ -91,7 +101,7 @@ def test_two_gloo_ranks_match_one_process(tiny_shards, tmp_path):
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                            "29582", "-m", "mobilesam_srw", "train", *common, "--out", str(tmp_path / "ranks")],
+                            str(free_port()), "-m", "mobilesam_srw", "train", *common, "--out", str(tmp_path / "ranks")],
                            capture_output=True, text=True, env=env, timeout=300)
     assert ranks.returncode == 0, ranks.stderr[-3000:]
     np.testing.assert_allclose(train_losses(tmp_path / "ranks"), train_losses(tmp_path / "single"), rtol=1e-5)
@@ -114,6 +124,7 @@ def write_shard(path: Path, embedding: np.ndarray, count: int = 4) -> None:
                                               {"original_size": [256, 200], "input_size": [256, 200]}, "fp32"))
 
 
+@pytest.mark.slow
 def test_bad_training_input(tmp_path, tiny_shards):
     out = tmp_path / "out"
     assert_one_line_error(run_cli("train", "--shards", str(tmp_path / "none*.tar"), *TRAIN_ARGS, "--out", out),
@@ -151,6 +162,7 @@ REFERENCE_MASKS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_export_loads_in_mobilesam_with_the_same_masks(tmp_path, tiny_shards):
     from segment_anything import SamPredictor
 
@@ -181,7 +193,6 @@ def test_export_loads_in_mobilesam_with_the_same_masks(tmp_path, tiny_shards):
 
 # ---------------------------------------------------------------- LiteMedSAM shards: the teacher's frame downstream
 
-from test_precompute import litemedsam_shards  # noqa: E402,F401 (a session fixture)
 
 
 class RecordingStudent(torch.nn.Module):
@@ -216,6 +227,7 @@ def test_sam_task_follows_the_teachers_preprocessing_and_patches(litemedsam_shar
             assert (torch.nn.functional.avg_pool2d(student.seen, 2) - expected).abs().mean() < 0.01  # the same, x2
 
 
+@pytest.mark.slow
 def test_litemedsam_pipeline(litemedsam_shards, tmp_path):
     """precompute -> train -> eval -> heatmap -> compare on LiteMedSAM shards, students of two input sizes."""
     from PIL import Image
