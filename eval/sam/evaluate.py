@@ -186,7 +186,7 @@ def evaluate(config: EvalConfig) -> dict:
     with distributed_context(config.device) as ctx, output_lock(config.out, ctx):
         models = teacher.prompt_models(decoder, students, ctx.device)
         mine = samples[ctx.rank :: ctx.world_size]  # each rank decodes only its own images
-        tiler = MaskTiler(decoder) if config.masks == "sparse" else None
+        tiler = MaskTiler(decoder) if config.masks == "sparse" and teacher.sparse_masks else None
         results, skipped = [], Counter()
         with reused_heap(ctx.device.type == "cpu"), PromptBar(
                 len(samples), config.prompts_per_image(), ctx.world_size,
