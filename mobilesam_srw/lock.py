@@ -3,13 +3,21 @@
 Rank 0 of a job holds the lock (an ``flock`` on ``<folder>/.srw.lock``, released by the kernel when the
 process ends, even after a kill) for as long as the job writes; the other ranks of the same job do not
 lock, and every rank gets rank 0's verdict, so ranks never lock each other out or hang.
+
+The lock file is opened without following links (``O_NOFOLLOW``; a hard link is refused too), so a link
+planted in an output folder never makes a job write elsewhere, and it is removed when the lock is
+released. Processes a job forks (DataLoader workers) must not keep it: :func:`loader_worker_init` closes
+their copy and makes them die with their parent, so a killed job's folder is free at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import signal
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -17,6 +25,33 @@ from mobilesam_srw.distributed import DistributedContext
 from mobilesam_srw.errors import SrwError
 
 LOCK_FILE = ".srw.lock"
+_ATTEMPTS = 5  # a lock file removed by its releasing holder between our open and our lock: open it again
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _open_lock_file(path: Path) -> int:
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags | getattr(os, "O_NONBLOCK", 0), 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise SrwError(f"{path} is a link; refusing to follow it (remove it)") from None
+        raise
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(descriptor)
+        raise SrwError(f"{path} is not a lock file of ours (not a regular file, or a hard link); remove it")
+    return descriptor
+
+
+def _is_current(descriptor: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``descriptor``."""
+    try:
+        now = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(descriptor)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _acquire(folder: Path) -> int:
@@ -24,17 +59,66 @@ def _acquire(folder: Path) -> int:
     if folder.exists() and not folder.is_dir():
         raise SrwError(f"{folder} exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    path = folder / LOCK_FILE
+    for _ in range(_ATTEMPTS):
+        descriptor = _open_lock_file(path)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 64).decode(errors="replace").strip() or "another process"
+            os.close(descriptor)
+            raise SrwError(f"{folder} is in use by another srw job ({holder}); wait for it, or choose another "
+                           "output folder") from None
+        if _is_current(descriptor, path):
+            os.ftruncate(descriptor, 0)
+            os.write(descriptor, f"pid {os.getpid()}".encode())
+            return descriptor
+        os.close(descriptor)  # its holder removed it as it let go: lock the folder's new lock file
+    raise SrwError(f"{folder}: its lock file keeps changing (another job starting and stopping?); try again")
+
+
+def _release(folder: Path, descriptor: int) -> None:
+    """Remove the lock file (still locked, so no one else holds it) and let go of it."""
+    with contextlib.suppress(OSError):
+        if _is_current(descriptor, folder / LOCK_FILE):
+            os.unlink(folder / LOCK_FILE)
+    os.close(descriptor)  # closing releases the lock
+
+
+def is_locked(folder: Path) -> str | None:
+    """Who holds ``folder``'s lock (``"pid N"``) while a job writes it, else None; creates nothing."""
+    path = Path(folder) / LOCK_FILE
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(descriptor, 64).decode(errors="replace").strip() or "another process"
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                             | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(descriptor, 64).decode(errors="replace").strip() or "another process"
+        return None
+    finally:
         os.close(descriptor)
-        raise SrwError(f"{folder} is in use by another srw job ({holder}); wait for it, or choose another "
-                       "output folder") from None
-    os.ftruncate(descriptor, 0)
-    os.write(descriptor, f"pid {os.getpid()}".encode())
-    return descriptor
+
+
+def loader_worker_init(worker_id: int = 0) -> None:
+    """``worker_init_fn`` of every DataLoader: the worker dies with its parent (Linux), and closes the lock
+    files it inherited by ``fork``, so a job killed with ``kill -9`` never leaves a worker holding its folder."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() == 1:  # the parent died before the line above: go now
+            os._exit(1)
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError, ValueError):
+                if os.readlink(f"/proc/self/fd/{name}").endswith(os.sep + LOCK_FILE):
+                    os.close(int(name))
 
 
 @contextlib.contextmanager
@@ -49,19 +133,15 @@ def output_lock(folder: Path, ctx: DistributedContext | None = None) -> Iterator
         except SrwError as refused:
             error = str(refused)
     ctx.agree(error)
+    failed = False
     try:
         yield
     except BaseException:
-        if descriptor is not None and created:
-            _remove_if_only_the_lock(folder)  # a job that failed before writing leaves no folder
+        failed = True
         raise
     finally:
         if descriptor is not None:
-            os.close(descriptor)  # closing releases the lock
-
-
-def _remove_if_only_the_lock(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        if [entry.name for entry in folder.iterdir()] == [LOCK_FILE]:
-            (folder / LOCK_FILE).unlink()
-            folder.rmdir()
+            _release(folder, descriptor)
+            if failed and created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # a job that failed before writing leaves no folder (only an empty one goes)

@@ -42,6 +42,7 @@ from mobilesam_srw.sam.checkpoint import load_student
 from mobilesam_srw.sam.predictor import generator_default
 from mobilesam_srw.sam.prompt_models import NonFiniteEmbedding, PromptModels
 from mobilesam_srw.sam.teachers.shards import shard_teacher
+from mobilesam_srw.sam.transforms import INPUT_SIZE
 
 MODES = ("grid", "everything", "gt")
 
@@ -66,7 +67,7 @@ class EvalConfig:
                        help="grid: point grids vs the teacher's masks (Table 6); everything: automatic masks "
                             "matched one to one, recall by size; gt: annotation prompts vs ground truth and vs the "
                             "teacher (use --prompt box with litemedsam)")
-    grids: list[int] = option(factory=lambda: [32], minimum=1, flag="--grid",
+    grids: list[int] = option(factory=lambda: [32], minimum=1, maximum=INPUT_SIZE, flag="--grid",
                               help="points per side; several in one pass, e.g. --grid 5 16 32 (default 32)")
     match: str = option("all", choices=MATCH_MODES, help="grid mode: pairing of the 3 masks per prompt")
     prompt: str = option("center", choices=PROMPTS, help="gt mode: prompt per annotation")

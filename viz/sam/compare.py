@@ -39,6 +39,7 @@ from mobilesam_srw.sam.predictor import (
 )
 from mobilesam_srw.sam.prompt_models import TEACHER_RUN, PromptModels
 from mobilesam_srw.sam.teachers.shards import shard_teacher
+from mobilesam_srw.sam.transforms import INPUT_SIZE
 from mobilesam_srw.shards import ShardSample
 from mobilesam_srw.viz.figure_io import FULL_WIDTH_INCHES, PAPER_STYLE, plt, save_figure
 from mobilesam_srw.viz.sam.config import FigureConfig
@@ -60,7 +61,7 @@ class CompareConfig(FigureConfig):
     prompt: str = option("everything", choices=COMPARE_PROMPTS,
                          help="everything: automatic masks from a point grid; box: one mask per annotation box "
                               "(use it with litemedsam, trained with boxes only)")
-    grid: int = option(16, minimum=1, help="points per side of the automatic mask generator")
+    grid: int = option(16, minimum=1, maximum=INPUT_SIZE, help="points per side of the automatic mask generator")
     pred_iou_thresh: float = option(generator_default("pred_iou_thresh"), minimum=0,
                                     help="SamAutomaticMaskGenerator's predicted-IoU filter")
     stability_thresh: float = option(generator_default("stability_score_thresh"), minimum=0,
