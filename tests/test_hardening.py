@@ -495,3 +495,52 @@ def test_a_teacher_checkpoint_of_integer_tensors_is_refused(tmp_path):
     checkpoint.save(path, {"model": {k: v.to(torch.int64) for k, v in model.state_dict().items()}})
     with pytest.raises(SrwError, match="not floating point"):
         models.load_teacher_checkpoint(model, path)
+
+
+# --- the demos and the suite under load: no oversubscribed threads ---------------------------------------------
+
+class _Seen(Exception):
+    """Stops a demo at its first stage, once the threads it computes with are known."""
+
+
+def _record_threads(seen: list):
+    def stage(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise _Seen
+
+    return stage
+
+
+@pytest.mark.skipif(os.environ.get("OMP_NUM_THREADS") is not None, reason="an explicit OMP_NUM_THREADS is kept")
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="one thread already")
+def test_the_demos_compute_with_one_thread(tmp_path, monkeypatch):
+    from mobilesam_srw.cls import train as cls_train
+    from mobilesam_srw.commands.cls.demo import ClsDemoConfig
+    from mobilesam_srw.commands.cls.demo import run_demo as cls_demo
+    from mobilesam_srw.commands.sam.demo import DemoConfig
+    from mobilesam_srw.commands.sam.demo import run_demo as sam_demo
+    from mobilesam_srw.data_prep.sam import sample_data
+
+    threads, seen = torch.get_num_threads(), []
+    monkeypatch.setattr(cls_train, "train", _record_threads(seen))
+    monkeypatch.setattr(sample_data, "write_sample_sa1b", _record_threads(seen))
+    for demo, config in ((cls_demo, ClsDemoConfig(out=tmp_path / "cls")), (sam_demo, DemoConfig(out=tmp_path / "sam"))):
+        with pytest.raises(_Seen):
+            demo(config)
+    assert seen == [1, 1] and torch.get_num_threads() == threads  # one thread inside, restored after
+
+
+@pytest.mark.skipif(os.environ.get("OMP_NUM_THREADS") is not None, reason="an explicit OMP_NUM_THREADS is kept")
+def test_training_threads_leave_the_loader_workers_their_cores(tmp_path):
+    from mobilesam_srw.threads import threads_beside, usable_cores
+
+    seen = []
+
+    class Watched(ToyTask):
+        def losses(self, model, batch, targets, epoch):
+            seen.append(torch.get_num_threads())
+            return super().losses(model, batch, targets, epoch)
+
+    fit(Watched(toy(tmp_path / "run", workers=1, max_steps=2)))
+    assert set(seen) == {min(torch.get_num_threads(), threads_beside(1))}
+    assert threads_beside(1) == max(1, usable_cores() - 1)

@@ -51,6 +51,7 @@ from mobilesam_srw.sam.teachers import (
 from mobilesam_srw.sam.teachers.registry import complete_record
 from mobilesam_srw.sam.transforms import INPUT_SIZE
 from mobilesam_srw.srw import average_similarity
+from mobilesam_srw.threads import cpu_threads, threads_beside
 from mobilesam_srw.weights import file_sha256
 
 VAL_FOLDER = "val"
@@ -252,7 +253,8 @@ def run_precompute(config: PrecomputeConfig) -> dict:
     config.out = Path(config.out)
     _refuse_output_inside_inputs(config)
     held_out = _held_out(config)
-    with distributed_context(config.device) as ctx, contextlib.ExitStack() as locks:  # checks --device
+    with distributed_context(config.device) as ctx, contextlib.ExitStack() as locks, \
+            cpu_threads(threads_beside(config.workers)):  # checks --device; the teacher leaves the workers their cores
         splits, teacher = _prepare(config, held_out, ctx, locks)
         if ctx.is_main:
             for skip in splits[0].plan.skipped:

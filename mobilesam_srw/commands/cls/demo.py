@@ -19,6 +19,7 @@ from mobilesam_srw.cls.config import ClsTrainConfig
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.options import check_options, option
 from mobilesam_srw.srw import MIN_TAU
+from mobilesam_srw.threads import single_threaded
 
 TEACHER, STUDENT = "cnn_digits_teacher", "cnn_digits_student"
 SETTINGS_FILE = "demo.json"
@@ -42,6 +43,7 @@ def _spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
+@single_threaded
 def run_demo(config: ClsDemoConfig) -> Path:
     """Train the teacher and every student into ``config.out``; returns the report's path."""
     from mobilesam_srw.cls.config import ClsTrainConfig

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from mobilesam_srw.commands.config_args import Subcommand
 from mobilesam_srw.engine.config import EngineConfig
+from mobilesam_srw.threads import single_threaded
 
 HELP = "run the whole pipeline on bundled sample photos (LiteMedSAM teacher when installed, else a random tiny one)"
 TEACHERS = ("auto", "litemedsam", "tiny")
@@ -107,6 +108,7 @@ def _stage(name: str, timings: dict[str, tuple[float, float]]):
     return _Timer()
 
 
+@single_threaded
 def run_demo(config: DemoConfig) -> Path:
     """Run every stage into ``config.out``; returns the report's path."""
     from mobilesam_srw.data_prep.sam.precompute import PrecomputeConfig, run_precompute
