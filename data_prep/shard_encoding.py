@@ -113,10 +113,11 @@ def encode_shards(
     return written
 
 
-def finish(out: Path, run: dict, plan: Plan, ctx: DistributedContext) -> dict:
-    """After every rank wrote its shards: rank 0 merges ``manifest.json``; every rank returns it."""
+def finish(out: Path, run: dict, plan: Plan, ctx: DistributedContext, extra: dict | None = None) -> dict:
+    """After every rank wrote its shards: rank 0 merges ``manifest.json`` (with ``extra``'s fields); every rank
+    returns it."""
     ctx.barrier()
     if ctx.is_main:
-        writer.merge_manifest(out, run, plan.num_shards, [skip.as_dict() for skip in plan.skipped])
+        writer.merge_manifest(out, run, plan.num_shards, [skip.as_dict() for skip in plan.skipped], extra)
     ctx.barrier()
     return shards.read_manifest(out)

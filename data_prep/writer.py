@@ -79,8 +79,9 @@ def write_shard(
     return size
 
 
-def merge_manifest(out: Path, run: dict, num_shards: int, plan_skipped: list[dict]) -> dict:
-    """Merge every part record into ``manifest.json``; all shards must be complete."""
+def merge_manifest(out: Path, run: dict, num_shards: int, plan_skipped: list[dict], extra: dict | None = None) -> dict:
+    """Merge every part record into ``manifest.json`` (and ``extra``'s fields after the run's); all shards must be
+    complete."""
     parts = [read_json(part_path(out, index)) for index in range(num_shards)]
     skipped = plan_skipped + [skip for part in parts for skip in part["skipped"]]
     dropped_by_sample = {key: counts for part in parts for key, counts in part.get("annotations_dropped", {}).items()}
@@ -90,6 +91,7 @@ def merge_manifest(out: Path, run: dict, num_shards: int, plan_skipped: list[dic
     manifest = {
         "format_version": shards.FORMAT_VERSION,
         **run,
+        **(extra or {}),
         "samples_written": sum(len(part["keys"]) for part in parts),
         "samples_skipped": len(skipped),
         "bytes": sum(part["bytes"] for part in parts),

@@ -12,10 +12,13 @@ alike for all three (``python -m mobilesam_srw`` is ``srw-sam``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
+import signal
 import sys
-from typing import Sequence
+import threading
+from typing import Iterator, Sequence
 
 from mobilesam_srw import __version__
 from mobilesam_srw.commands.config_args import Program
@@ -69,6 +72,20 @@ def one_line(error: SrwError) -> str:
     return lines[-1].split(f"{SrwError.__module__}.{SrwError.__name__}: ", 1)[-1]
 
 
+@contextlib.contextmanager
+def _interrupt_on_sigterm() -> Iterator[None]:
+    """While the block runs, ``kill`` (SIGTERM) interrupts it as Ctrl-C does, so its clean-up runs (lock files,
+    temporary files, a folder made by a job that wrote nothing); in the main thread only, as Python allows."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_program(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the subcommand; a user error is one line on stderr and exit code 2."""
     args = parser.parse_args(argv)
@@ -76,7 +93,8 @@ def run_program(parser: argparse.ArgumentParser, argv: Sequence[str] | None = No
         parser.print_help()
         return 0 if args.command is None else 2
     try:
-        return int(args.command_function(args) or 0)
+        with _interrupt_on_sigterm():
+            return int(args.command_function(args) or 0)
     except SrwError as error:
         print(f"{parser.prog} {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2

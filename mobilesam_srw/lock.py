@@ -2,12 +2,16 @@
 
 Rank 0 of a job holds the lock (an ``flock`` on ``<folder>/.srw.lock``, released by the kernel when the
 process ends, even after a kill) for as long as the job writes; the other ranks of the same job do not
-lock, and every rank gets rank 0's verdict, so ranks never lock each other out or hang.
+lock, and every rank gets rank 0's verdict, so ranks never lock each other out or hang. The job removes
+the lock file when it ends (normally, by an error, by Ctrl-C or by SIGTERM, which the CLI turns into an
+interrupt), and a job that fails before writing anything removes the folders it made; only a SIGKILL
+leaves the file, which the next job takes over. A job that opened the file just before its holder removed
+it sees that the file it locked is no longer the folder's, and locks the new one instead.
 
 The lock file is opened without following links (``O_NOFOLLOW``; a hard link is refused too), so a link
-planted in an output folder never makes a job write elsewhere, and it is removed when the lock is
-released. Processes a job forks (DataLoader workers) must not keep it: :func:`loader_worker_init` closes
-their copy and makes them die with their parent, so a killed job's folder is free at once.
+planted in an output folder never makes a job write elsewhere. Processes a job forks (DataLoader workers)
+must not keep it: :func:`loader_worker_init` closes their copy and makes them die with their parent, so a
+killed job's folder is free at once.
 """
 
 from __future__ import annotations
@@ -78,14 +82,6 @@ def _acquire(folder: Path) -> int:
     raise SrwError(f"{folder}: its lock file keeps changing (another job starting and stopping?); try again")
 
 
-def _release(folder: Path, descriptor: int) -> None:
-    """Remove the lock file (still locked, so no one else holds it) and let go of it."""
-    with contextlib.suppress(OSError):
-        if _is_current(descriptor, folder / LOCK_FILE):
-            os.unlink(folder / LOCK_FILE)
-    os.close(descriptor)  # closing releases the lock
-
-
 def is_locked(folder: Path) -> str | None:
     """Who holds ``folder``'s lock (``"pid N"``) while a job writes it, else None; creates nothing."""
     path = Path(folder) / LOCK_FILE
@@ -125,12 +121,22 @@ def loader_worker_init(worker_id: int = 0) -> None:
                     os.close(int(name))
 
 
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost of ``folder`` and its parents that does not exist yet (what the lock will create)."""
+    missing = None
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing = path
+    return missing
+
+
 @contextlib.contextmanager
 def output_lock(folder: Path, ctx: DistributedContext | None = None) -> Iterator[None]:
     """Hold ``folder``'s lock (rank 0) while the block runs; a second job is refused by :class:`SrwError`."""
     ctx = ctx or DistributedContext()
     folder = Path(folder)
-    descriptor, error, created = None, None, not folder.exists()
+    descriptor, error, created = None, None, _first_missing(folder.absolute())
     if ctx.is_main:
         try:
             descriptor = _acquire(folder)
@@ -145,7 +151,22 @@ def output_lock(folder: Path, ctx: DistributedContext | None = None) -> Iterator
         raise
     finally:
         if descriptor is not None:
-            _release(folder, descriptor)
-            if failed and created:
-                with contextlib.suppress(OSError):
-                    folder.rmdir()  # a job that failed before writing leaves no folder (only an empty one goes)
+            _release(descriptor, folder, created if failed else None)
+
+
+def _release(descriptor: int, folder: Path, created: Path | None) -> None:
+    """Remove the lock file (still locked, so no job can hold it meanwhile), then release the lock; with
+    ``created`` (a failed job), also the folders the lock made, if the job left nothing in them."""
+    with contextlib.suppress(OSError):
+        if _is_current(descriptor, folder / LOCK_FILE):
+            (folder / LOCK_FILE).unlink()
+    os.close(descriptor)  # closing releases the lock
+    if created is None:
+        return
+    with contextlib.suppress(OSError):  # not empty: the job wrote something, keep it
+        path = folder.absolute()
+        while True:
+            path.rmdir()
+            if path == created:
+                break
+            path = path.parent

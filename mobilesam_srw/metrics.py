@@ -21,6 +21,23 @@ from mobilesam_srw.srw import average_similarity
 
 TABLE4_BATCH_SIZE = 64
 TABLE4_BANDS = 4
+# How a run's held-out top-1 over its epochs is reported. mdistiller evaluates the test set after every epoch and
+# reports the best (its ``best_acc``; the paper's Tables 1-3 follow it); ``last`` is the last epoch's.
+TOP1_STATISTICS = {
+    "best": "the best held-out top-1 over epochs (mdistiller's best_acc, as Tables 1-3 report)",
+    "last": "the last epoch's held-out top-1",
+}
+DEFAULT_TOP1_STATISTIC = "best"
+
+
+def over_epochs(values: list[float], statistic: str) -> float:
+    """A run's per-epoch held-out top-1 ``values`` (in epoch order) summarised as ``statistic``
+    (:data:`TOP1_STATISTICS`): their maximum (``best``) or the last one (``last``)."""
+    if statistic not in TOP1_STATISTICS:
+        raise ValueError(f"statistic: expected one of {', '.join(TOP1_STATISTICS)}, got {statistic!r}")
+    if not values:
+        raise ValueError("values: no epochs")
+    return max(values) if statistic == "best" else values[-1]
 
 
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:

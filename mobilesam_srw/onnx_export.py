@@ -76,6 +76,7 @@ def export_onnx(
     path: Path,
     opset: int = DEFAULT_OPSET,
     dynamic_axes: dict[str, dict[int, str]] | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Trace ``module`` on ``example_inputs`` (named, in call order) into ``path``, atomically.
 
@@ -89,6 +90,8 @@ def export_onnx(
         path: the ``.onnx`` file to write; its folder must exist.
         opset: ONNX opset, :data:`MIN_OPSET` to :data:`MAX_OPSET`.
         dynamic_axes: input or output name -> {axis: symbolic name}, as ``torch.onnx.export`` takes it.
+        metadata: the model's metadata properties (what a runtime needs to know to feed it; onnxruntime
+            reads them with ``session.get_modelmeta().custom_metadata_map``).
     """
     require_onnx("onnx")
     check_opset(opset)
@@ -117,6 +120,10 @@ def export_onnx(
         except torch.onnx.errors.OnnxExporterError as error:  # e.g. an operator ONNX has no form for
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise SrwError(f"{type(module).__name__} cannot be exported to ONNX: {reason}") from None
+        if metadata:
+            model = onnx.load(str(temporary))
+            onnx.helper.set_model_props(model, metadata)
+            onnx.save(model, str(temporary))
         onnx.checker.check_model(str(temporary), full_check=True)
     return path
 
@@ -128,6 +135,7 @@ def export_image_encoder_onnx(
     opset: int = DEFAULT_OPSET,
     input_name: str = "images",
     output_name: str = "image_embeddings",
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Export an image encoder: ``[batch, 3, H, W]`` float32 in, one tensor with the same batch out.
 
@@ -141,10 +149,12 @@ def export_image_encoder_onnx(
         opset: ONNX opset, :data:`MIN_OPSET` to :data:`MAX_OPSET`.
         input_name: the graph's input name.
         output_name: the graph's output name.
+        metadata: the model's metadata properties (:func:`export_onnx`).
     """
     height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
     example = {input_name: torch.randn(1, 3, height, width)}
     batch_axis = {0: "batch"}
     return export_onnx(
-        module, example, [output_name], path, opset, dynamic_axes={input_name: batch_axis, output_name: batch_axis}
+        module, example, [output_name], path, opset, dynamic_axes={input_name: batch_axis, output_name: batch_axis},
+        metadata=metadata,
     )

@@ -2,8 +2,10 @@
 
 A shard is a WebDataset tar. Each sample ``<key>`` has these members:
 
-- ``<key>.jpg``: the RGB image resized so its longest side is the encoder input size
-  (``ResizeLongestSide``, not padded), JPEG quality 90.
+- ``<key>.png`` (default, lossless) or ``<key>.jpg`` (``--image-format jpeg``, the quality in the
+  manifest's ``jpeg_quality``): the RGB image resized so its longest side is the teacher's input size
+  by the teacher's own resize (not padded). Folders written before the image format was a choice
+  hold ``.jpg`` (quality 90); they read the same way.
 - ``<key>.emb.npy``: the teacher embedding ``[C, H, W]``: float16 (``fp16``), float32
   (``fp32``), or int8 (``int8``) with
 - ``<key>.emb_scale.npy`` (``int8`` only): float32 ``[H, W]``, one scale per patch:
@@ -12,6 +14,9 @@ A shard is a WebDataset tar. Each sample ``<key>`` has these members:
   embedding (before any rounding), so any tau can be trained later.
 - ``<key>.json``: ``original_size`` and ``input_size`` as ``[h, w]``, ``source`` (tar or
   folder), ``image`` (SA-1B's image record) and ``annotations`` (SA-1B's COCO-RLE masks).
+- ``<key>.<name>.npy`` (teachers with further target maps, e.g. SAM 2's high-resolution features):
+  each map ``[C, H, W]`` stored as the embedding is (``int8``: with ``<key>.<name>_scale.npy``); the
+  manifest's ``target_maps`` names them with their shapes.
 
 Arrays are ``.npy`` written with ``allow_pickle=False`` and read the same way; nothing in
 a shard is ever unpickled. ``manifest.json`` at the top of the folder describes them all.
@@ -19,6 +24,7 @@ a shard is ever unpickled. ``manifest.json`` at the top of the folder describes 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -33,9 +39,12 @@ MANIFEST_NAME = "manifest.json"
 RUN_FILE = "precompute.json"  # written first by a precompute; manifest.json is written last, when it is complete
 SHARD_PATTERN = "shard-{index:06d}.tar"
 EMBEDDING_DTYPES = ("fp16", "fp32", "int8")
-JPEG_QUALITY = 90
-
-IMAGE_FIELD = "jpg"
+JPEG_QUALITY = 90  # the default of --jpeg-quality, and the quality of every folder written before it
+# Stored image formats, each also its field's name (``<key>.png``, ``<key>.jpg``): PNG is lossless; JPEG an
+# opt-in for storage. ``jpeg`` is accepted for ``jpg`` on the command line (:func:`image_format_name`).
+IMAGE_FORMATS = ("png", "jpg")
+IMAGE_FORMAT_CHOICES = (*IMAGE_FORMATS, "jpeg")
+PNG_COMPRESSION = 3  # OpenCV's zlib level: lossless whatever the level; 3 is a fast one
 EMBEDDING_FIELD = "emb.npy"
 SCALE_FIELD = "emb_scale.npy"
 AVESIM_FIELD = "avesim.npy"
@@ -74,35 +83,56 @@ def dequantize_int8(quantized: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return quantized.astype(np.float32) * scale[None]
 
 
-def encode_embedding(embedding: np.ndarray, dtype: str) -> dict[str, bytes]:
-    """Shard fields for a float32 ``[C, H, W]`` embedding stored as ``dtype``."""
+def map_fields(name: str) -> tuple[str, str]:
+    """The fields of a further target map ``name``: its array and its int8 scale."""
+    return f"{name}.npy", f"{name}_scale.npy"
+
+
+def encode_embedding(embedding: np.ndarray, dtype: str, fields: tuple[str, str] = (EMBEDDING_FIELD, SCALE_FIELD)
+                     ) -> dict[str, bytes]:
+    """Shard fields for a float32 ``[C, H, W]`` embedding (or another target map, ``fields`` of
+    :func:`map_fields`) stored as ``dtype``."""
+    field, scale_field = fields
     if dtype == "int8":
         quantized, scale = quantize_int8(embedding)
-        return {EMBEDDING_FIELD: npy_bytes(quantized), SCALE_FIELD: npy_bytes(scale)}
+        return {field: npy_bytes(quantized), scale_field: npy_bytes(scale)}
     if dtype in ("fp16", "fp32"):
-        return {EMBEDDING_FIELD: npy_bytes(embedding.astype(np.float16 if dtype == "fp16" else np.float32))}
+        return {field: npy_bytes(embedding.astype(np.float16 if dtype == "fp16" else np.float32))}
     raise ValueError(f"dtype: unknown embedding dtype {dtype!r}, expected one of {', '.join(EMBEDDING_DTYPES)}")
 
 
-def decode_embedding(fields: dict[str, bytes], as_float32: bool = True) -> np.ndarray:
-    """The ``[C, H, W]`` embedding of a sample's fields: float32, or with ``as_float32=False``
-    fp16 storage stays float16 (loaders convert on the device; int8 is always dequantised)."""
-    stored = load_npy(fields[EMBEDDING_FIELD])
+def decode_embedding(fields: dict[str, bytes], as_float32: bool = True,
+                     names: tuple[str, str] = (EMBEDDING_FIELD, SCALE_FIELD)) -> np.ndarray:
+    """The ``[C, H, W]`` embedding (or target map of fields ``names``) of a sample's fields: float32, or
+    with ``as_float32=False`` fp16 storage stays float16 (loaders convert on the device; int8 is always
+    dequantised)."""
+    field, scale_field = names
+    stored = load_npy(fields[field])
+    what = field.removesuffix(".npy") if field != EMBEDDING_FIELD else "embedding"
     if stored.dtype.kind not in "fi" or stored.ndim not in (1, 3):
-        raise ValueError(f"embedding: a {stored.ndim}-d {stored.dtype} array is not a stored embedding")
+        raise ValueError(f"{what}: a {stored.ndim}-d {stored.dtype} array is not a stored embedding")
     if stored.dtype == np.int8:
-        return dequantize_int8(stored, load_npy(fields[SCALE_FIELD]))
+        return dequantize_int8(stored, load_npy(fields[scale_field]))
     return stored.astype(np.float32, copy=False) if as_float32 else stored
 
 
 def encode_sample(
-    key: str, jpeg: bytes, embedding: np.ndarray, avesim: np.ndarray, meta: dict, dtype: str
+    key: str, image: bytes, embedding: np.ndarray, avesim: np.ndarray, meta: dict, dtype: str,
+    image_format: str = "jpg", maps: dict[str, np.ndarray] | None = None,
 ) -> dict[str, object]:
-    """A WebDataset sample dict (all values bytes) for ``webdataset.TarWriter(..., encoder=False)``."""
+    """A WebDataset sample dict (all values bytes) for ``webdataset.TarWriter(..., encoder=False)``;
+    ``image`` is :func:`encode_image` bytes of ``image_format`` (the field's name); ``maps`` are further
+    ``[C, H, W]`` target maps by name, stored as the embedding is."""
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format: expected one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
+    fields = {}
+    for name, array in (maps or {}).items():
+        fields.update(encode_embedding(array, dtype, map_fields(name)))
     return {
         "__key__": key,
-        IMAGE_FIELD: jpeg,
+        image_format: image,
         **encode_embedding(embedding, dtype),
+        **fields,
         AVESIM_FIELD: npy_bytes(avesim.astype(np.float32)),
         META_FIELD: json.dumps(meta).encode(),
     }
@@ -119,6 +149,7 @@ class ShardSample:
         avesim: ``[H, W]`` float32 average similarity of each patch (Eq. 4): stored, or computed from
             the embedding when the shard has none.
         meta: the sample's JSON record.
+        maps: further target maps by name (SAM 2's high-resolution features), when asked for.
     """
 
     key: str
@@ -126,24 +157,42 @@ class ShardSample:
     embedding: np.ndarray
     avesim: np.ndarray
     meta: dict
+    maps: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
-def decode_image(jpeg: bytes) -> np.ndarray:
+def decode_image(data: bytes) -> np.ndarray:
+    """PNG or JPEG bytes -> ``[h, w, 3]`` uint8 RGB."""
     import cv2  # imported here: only readers of images need OpenCV
 
-    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError("image: not a decodable JPEG")
+        raise ValueError("image: not a decodable PNG or JPEG")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def encode_image(rgb: np.ndarray) -> bytes:
+def image_format_name(value: str) -> str:
+    """A stored format's canonical name (its field's name): ``jpeg`` -> ``jpg``; others as they are."""
+    return "jpg" if value == "jpeg" else value
+
+
+def encode_image(rgb: np.ndarray, image_format: str = "jpg", jpeg_quality: int = JPEG_QUALITY) -> bytes:
+    """``[h, w, 3]`` uint8 RGB -> PNG (lossless) or JPEG (``jpeg_quality``) bytes, for every task's shards."""
     import cv2
 
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    image_format = image_format_name(image_format)
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format: expected one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
+    options = ([cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION] if image_format == "png"
+               else [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+    ok, data = cv2.imencode(f".{image_format}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), options)
     if not ok:
-        raise ValueError("image: JPEG encoding failed")
+        raise ValueError(f"image: {image_format.upper()} encoding failed")
     return data.tobytes()
+
+
+def image_field(fields: Iterable[str]) -> str | None:
+    """The image field among a sample's field names (``png`` or ``jpg``), if any."""
+    return next((name for name in IMAGE_FORMATS if name in fields), None)
 
 
 def _is_size(value: object) -> bool:
@@ -174,12 +223,14 @@ def patch_avesim(embedding: np.ndarray) -> np.ndarray:
     return average_similarity(features).view(height, width).numpy()
 
 
-def decode_sample(raw: dict, with_image: bool = True, as_float32: bool = True) -> ShardSample:
+def decode_sample(raw: dict, with_image: bool = True, as_float32: bool = True, maps: tuple[str, ...] = ()
+                  ) -> ShardSample:
     """Decode a raw WebDataset sample (field -> bytes); unknown fields are ignored, never unpickled.
 
     What later steps rely on is checked here (a :class:`ValueError` naming the field otherwise):
     a safe key, a ``[C, H, W]`` embedding, an ``[H, W]`` avesim (computed from the embedding when
-    the shard has none), sizes in the JSON record, and a stored image of the recorded input size.
+    the shard has none), sizes in the JSON record, a stored image of the recorded input size, and
+    each further target map named in ``maps``, ``[C, H, W]``.
     """
     if not is_safe_key(raw["__key__"]):
         raise ValueError(f"key: {raw['__key__'][:80]!r} is not a safe sample key ({KEY_PATTERN.pattern})")
@@ -194,12 +245,27 @@ def decode_sample(raw: dict, with_image: bool = True, as_float32: bool = True) -
                              f"{list(embedding.shape[1:])}")
     else:
         avesim = patch_avesim(embedding)
-    image = decode_image(raw[IMAGE_FIELD]) if with_image else np.empty((0, 0, 3), np.uint8)
+    field = image_field(raw)
+    if with_image and field is None:
+        raise ValueError(f"image: no {' or '.join(IMAGE_FORMATS)} field")
+    image = np.empty((0, 0, 3), np.uint8)
+    if with_image:
+        try:
+            image = decode_image(raw[field])
+        except ValueError:
+            raise ValueError(f"image: not a decodable {'PNG' if field == 'png' else 'JPEG'}") from None
     if with_image and list(image.shape[:2]) != meta["input_size"]:
         raise ValueError(f"image: {image.shape[1]}x{image.shape[0]} px, but the record's input_size is "
                          f"{meta['input_size'][1]}x{meta['input_size'][0]}")
+    decoded = {}
+    for name in maps:
+        if map_fields(name)[0] not in raw:
+            raise ValueError(f"{name}: the sample has no such target map")
+        decoded[name] = decode_embedding(raw, as_float32, map_fields(name))
+        if decoded[name].ndim != 3:
+            raise ValueError(f"{name}: shape {list(decoded[name].shape)} is not [C, H, W]")
     return ShardSample(key=raw["__key__"], image=image, embedding=embedding,
-                       avesim=avesim.astype(np.float32, copy=False), meta=meta)
+                       avesim=avesim.astype(np.float32, copy=False), meta=meta, maps=decoded)
 
 
 def shard_paths(patterns: Iterable[str | Path]) -> list[str]:
@@ -216,8 +282,9 @@ def shard_paths(patterns: Iterable[str | Path]) -> list[str]:
     return sorted(found)
 
 
-def iterate_shards(paths: Iterable[str], with_image: bool = True):
-    """Decoded :class:`ShardSample` of the shards in order, read with WebDataset, one process.
+def iterate_shards(paths: Iterable[str], with_image: bool = True, maps: tuple[str, ...] = ()):
+    """Decoded :class:`ShardSample` of the shards in order (with the target ``maps`` named), read with
+    WebDataset, one process.
 
     A sample or shard that cannot be read is one :class:`~mobilesam_srw.errors.SrwError` line naming it.
     """
@@ -230,7 +297,7 @@ def iterate_shards(paths: Iterable[str], with_image: bool = True):
     try:
         for raw in pipeline:
             try:
-                yield decode_sample(raw, with_image=with_image)
+                yield decode_sample(raw, with_image=with_image, maps=maps)
             except (ValueError, KeyError, TypeError, RecursionError) as error:
                 reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
                 raise SrwError(f"shard {raw.get('__url__', '?')}: sample {str(raw.get('__key__'))[:80]!r}: "
@@ -265,7 +332,7 @@ def read_manifest(folder: Path) -> dict | None:
 
 # --- shard folders: finding shards, indexing members, their embedding shape ---------------------
 
-REQUIRED_FIELDS = (IMAGE_FIELD, EMBEDDING_FIELD, META_FIELD)
+REQUIRED_FIELDS = (EMBEDDING_FIELD, META_FIELD)  # and one image field (IMAGE_FORMATS)
 
 
 def resolve_shards(patterns: Iterable[str], what: str = "--shards", partial: bool = False) -> list[str]:
@@ -335,7 +402,10 @@ def index_shards(paths: Iterable[str]) -> list[dict]:
         for key, fields in by_key.items():
             if not is_safe_key(key):
                 raise SrwError(f"shard {path}: {key[:80]!r} is not a safe sample key ({KEY_PATTERN.pattern})")
-            if missing := [f for f in REQUIRED_FIELDS if f not in fields]:
+            missing = [f for f in REQUIRED_FIELDS if f not in fields]
+            if image_field(fields) is None:
+                missing.insert(0, "/".join(IMAGE_FORMATS))
+            if missing:
                 raise SrwError(f"shard {path}: sample {key} has no {', '.join(missing)} (not a precompute shard?)")
             samples.append({"__key__": key, **fields})
     return samples
@@ -377,7 +447,8 @@ def embedding_shape(paths: list[str]) -> tuple[int, ...]:
     raise SrwError(f"{paths[0]} holds no samples")
 
 
-def read_indexed(spans: dict, with_image: bool = True, as_float32: bool = True) -> ShardSample:
+def read_indexed(spans: dict, with_image: bool = True, as_float32: bool = True, maps: tuple[str, ...] = ()
+                 ) -> ShardSample:
     """Decode one sample of :func:`index_shards` (reads only its own members).
 
     Anything wrong with it (a truncated member, a bad JPEG, JSON or array, an unsafe key) is one
@@ -390,7 +461,7 @@ def read_indexed(spans: dict, with_image: bool = True, as_float32: bool = True) 
     try:
         raw = {"__key__": key}
         raw.update({field: span.read() for field, span in spans.items() if field != "__key__"})
-        return decode_sample(raw, with_image=with_image, as_float32=as_float32)
+        return decode_sample(raw, with_image=with_image, as_float32=as_float32, maps=maps)
     except (ValueError, KeyError, TypeError, OSError, RecursionError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise SrwError(f"shard {where}: sample {key[:80]!r}: {reason}") from None

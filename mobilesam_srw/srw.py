@@ -27,7 +27,16 @@ def _check_group(size: int, what: str) -> None:
         raise ValueError(f"{what}: a group needs at least 2 items to compare, got {size}")
 
 
-def average_similarity(features: torch.Tensor, dim: int = -2) -> torch.Tensor:
+def _check_mask(mask: torch.Tensor | None, shape: torch.Size, what: str) -> torch.Tensor | None:
+    """``mask`` as a bool tensor of ``shape`` (the items that count), or one line naming the mismatch."""
+    if mask is None:
+        return None
+    if mask.shape != shape:
+        raise ValueError(f"mask: shape {tuple(mask.shape)} does not match {what} {tuple(shape)}")
+    return mask.bool()
+
+
+def average_similarity(features: torch.Tensor, dim: int = -2, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cosine similarity of each item with all items of its group, Eq. 4.
 
     ``avesim_i = 1/N sum_j cos(f_i, f_j) = <f_i/|f_i|, mean_j f_j/|f_j|>``, computed
@@ -38,6 +47,9 @@ def average_similarity(features: torch.Tensor, dim: int = -2) -> torch.Tensor:
         features: ``[..., N, D]`` teacher features (any float dtype; computed in float32).
         dim: the item axis N. The feature axis is the last one, so for ``[B, C, H, W]``
             maps first bring channels last (``x.flatten(2).transpose(1, 2)``).
+        mask: optional bool, ``features``' shape without the feature axis (e.g. ``[B, N]``): the items
+            that belong to their group (e.g. an image's patches, not its padding). Eq. 4 is then over the
+            group's ``N_valid`` items; masked items get avesim 0.
 
     Returns:
         ``[...]`` with the item axis kept and the feature axis removed, e.g.
@@ -49,8 +61,15 @@ def average_similarity(features: torch.Tensor, dim: int = -2) -> torch.Tensor:
     if item_dim == features.ndim - 1:
         raise ValueError("dim: the item axis must differ from the last (feature) axis")
     _check_group(features.shape[item_dim], "features")
+    valid = _check_mask(mask, features.shape[:-1], "features without the feature axis")
     items = features.float().movedim(item_dim, -2)  # [..., N, D]
-    avesim = similarity_to_centroid(items, unit_vector_sum(items) / items.shape[-2])
+    if valid is None:
+        avesim = similarity_to_centroid(items, unit_vector_sum(items) / items.shape[-2])
+        return avesim.movedim(-1, item_dim)
+    valid = valid.movedim(item_dim, -1)  # [..., N]
+    count = valid.sum(dim=-1, keepdim=True).clamp_min(1).float()  # [..., 1]
+    kept = items.masked_fill(~valid.unsqueeze(-1), 0.0)  # masked items: zero vectors, outside the sum, avesim 0
+    avesim = similarity_to_centroid(kept, unit_vector_sum(kept) / count)
     return avesim.movedim(-1, item_dim)
 
 
@@ -95,8 +114,26 @@ def _sum_normalize(values: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, shifted / total.clamp_min(torch.finfo(values.dtype).tiny), uniform)
 
 
+def _masked_weights(values: torch.Tensor, valid: torch.Tensor, tau: float, normalizer: str) -> torch.Tensor:
+    """:func:`srw_weights` over each group's valid items only; masked items (and empty groups) get 0."""
+    if normalizer in ("softmax", "reverse"):
+        sign = -1.0 if normalizer == "softmax" else 1.0
+        logits = (sign * values / tau).masked_fill(~valid, -math.inf)
+        weights = torch.softmax(logits, dim=-1)
+        return torch.where(valid.any(dim=-1, keepdim=True), weights, 0.0)  # an all-masked group: 0, not NaN
+    count = valid.sum(dim=-1, keepdim=True)
+    uniform = valid / count.clamp_min(1)
+    if normalizer == "uniform":
+        return uniform
+    x = (-values).masked_fill(~valid, math.inf)
+    shifted = (x - x.amin(dim=-1, keepdim=True)).masked_fill(~valid, 0.0)  # Eq. 7 over the valid items
+    total = shifted.sum(dim=-1, keepdim=True)
+    return torch.where(total > 0, shifted / total.clamp_min(torch.finfo(values.dtype).tiny), uniform)
+
+
 @torch.no_grad()
-def srw_weights(avesim: torch.Tensor, tau: float, normalizer: str = "softmax") -> torch.Tensor:
+def srw_weights(avesim: torch.Tensor, tau: float, normalizer: str = "softmax",
+                mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-item loss weights over the last dim; they sum to 1 and carry no gradient.
 
     Args:
@@ -111,6 +148,9 @@ def srw_weights(avesim: torch.Tensor, tau: float, normalizer: str = "softmax") -
             invariant, so tau has no effect here (it is still validated). A group whose
             values are all equal gets uniform weights.
             ``"uniform"``: ``1/N``, the plain mean of Eq. 3 (the vanilla baseline).
+        mask: optional bool ``[..., N]``, the items that count (e.g. an image's patches, not its
+            padding): the normalizer runs over each group's valid items only (Eq. 5 over them), masked
+            items get weight 0, and a group with no valid item gets all zeros.
 
     Returns:
         ``[..., N]`` float32 weights, detached.
@@ -121,7 +161,10 @@ def srw_weights(avesim: torch.Tensor, tau: float, normalizer: str = "softmax") -
     if avesim.ndim < 1:
         raise ValueError("avesim: need at least 1 dim [..., N], got a scalar")
     _check_group(avesim.shape[-1], "avesim")
+    valid = _check_mask(mask, avesim.shape, "avesim")
     values = avesim.detach().float()
+    if valid is not None:
+        return _masked_weights(values, valid, tau, normalizer)
     if normalizer == "softmax":
         return torch.softmax(-values / tau, dim=-1)  # softmax subtracts the max: stable for small tau
     if normalizer == "reverse":

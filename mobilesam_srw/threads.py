@@ -20,8 +20,6 @@ import os
 import sys
 from typing import Iterator
 
-import torch
-
 
 def usable_cores() -> int:
     """Cores this process may run on (its affinity, e.g. a batch job's share), not the machine's."""
@@ -39,6 +37,8 @@ def threads_beside(workers: int) -> int:
 def cpu_threads(count: int) -> Iterator[None]:
     """Compute with ``count`` torch (and, when loaded, OpenCV) threads while the block runs, then restore
     them; with ``OMP_NUM_THREADS`` set, or a count not below the present one, nothing changes."""
+    import torch  # here, not at the top: the CLI's modules import this one, and --help needs no PyTorch
+
     if os.environ.get("OMP_NUM_THREADS") or count >= torch.get_num_threads():
         yield
         return

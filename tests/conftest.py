@@ -133,6 +133,28 @@ def litemedsam_shards(tmp_path_factory) -> Path:
     return out
 
 
+def run_litemedsam_reference(folder: Path, images: list[np.ndarray], boxes: list[np.ndarray] | None = None
+                             ) -> list[dict]:
+    """LiteMedSAM's own inference (tests/references.py, on MobileSAM's modules, in a subprocess) on ``images``
+    (originals ``[H, W, 3]`` uint8) with ``boxes`` (``[N, 4]`` XYXY in original pixels, mapped by MedSAM's
+    ``resize_box_to_256``): per image ``embedding`` ``[1, 256, 64, 64]``, ``masks`` ``[N, H, W]``, ``ious``."""
+    import subprocess
+
+    from mobilesam_srw.sam.teachers import default_checkpoint
+
+    from references import LITEMEDSAM_REFERENCE
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        np.save(folder / f"image_{index}.npy", image)
+        if boxes is not None:
+            np.save(folder / f"boxes_{index}.npy", boxes[index])
+    result = subprocess.run([sys.executable, "-c", LITEMEDSAM_REFERENCE, str(default_checkpoint("litemedsam")),
+                             str(folder)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return [torch.load(folder / f"reference_{index}.pt", weights_only=True) for index in range(len(images))]
+
+
 def free_port() -> int:
     """A TCP port free right now on this machine (for torchrun's --master-port; never a fixed number)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

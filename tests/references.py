@@ -6,7 +6,9 @@ LITEMEDSAM_REFERENCE = textwrap.dedent(
     """
     # LiteMedSAM as its authors build and run it (CVPR24_LiteMedSAM_infer.py), on MobileSAM's own
     # modules: TinyViT with the 1x1 stride-1 stem, SAM's prompt encoder at 256 px, SAM's decoder.
-    import sys, cv2, numpy as np, torch, torch.nn.functional as F
+    # Inputs: image_<i>.npy ([H, W, 3] uint8 originals) and boxes_<i>.npy ([N, 4] XYXY in original pixels, mapped
+    # into the 256 px frame by MedSAM's own resize_box_to_256); output reference_<i>.pt per image.
+    import os, sys, cv2, numpy as np, torch, torch.nn.functional as F
     from mobile_sam.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
     from mobile_sam.modeling.tiny_vit_sam import Conv2d_BN, TinyViT
     checkpoint, folder = sys.argv[1], sys.argv[2]
@@ -28,26 +30,39 @@ LITEMEDSAM_REFERENCE = textwrap.dedent(
         missing, unexpected = module.load_state_dict(part, strict=False)
         assert not unexpected and {k.split(".")[0] for k in missing} <= unused, (missing, unexpected)
         module.eval()  # after loading: TinyViT caches its attention biases in eval()
-    image = np.load(folder + "/image.npy")
-    boxes_256 = np.load(folder + "/boxes_256.npy")
-    H, W = image.shape[:2]
-    scale = 256 / max(H, W)
-    new_h, new_w = int(H * scale + 0.5), int(W * scale + 0.5)
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    scaled = (resized - resized.min()) / np.clip(resized.max() - resized.min(), a_min=1e-8, a_max=None)
-    padded = np.pad(scaled, ((0, 256 - new_h), (0, 256 - new_w), (0, 0)))
-    x = torch.tensor(padded).float().permute(2, 0, 1)[None]
-    masks, ious = [], []
-    with torch.no_grad():
-        embedding = encoder(x)
-        for box in boxes_256:  # one pass per box, encoder output straight into the decoder
-            sparse, dense = prompt_encoder(points=None, boxes=torch.tensor(box, dtype=torch.float32)[None, None], masks=None)
-            logits, iou = mask_decoder(image_embeddings=embedding, image_pe=prompt_encoder.get_dense_pe(),
-                                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                       multimask_output=False)
-            logits = F.interpolate(logits[..., :new_h, :new_w], size=(H, W), mode="bilinear", align_corners=False)
-            masks.append(torch.sigmoid(logits)[0, 0] > 0.5)
-            ious.append(iou[0, 0])
-    torch.save({"embedding": embedding, "masks": torch.stack(masks), "ious": torch.stack(ious)}, folder + "/reference.pt")
+    def resize_box_to_256(box, original_size):  # CVPR24_LiteMedSAM_infer.py, as its authors wrote it
+        new_box = np.zeros_like(box)
+        ratio = 256 / max(original_size)
+        for i in range(len(box)):
+            new_box[i] = int(box[i] * ratio)
+        return new_box
+    index = 0
+    while os.path.exists(f"{folder}/image_{index}.npy"):  # image_<i>.npy and boxes_<i>.npy (original pixels, XYXY)
+        image = np.load(f"{folder}/image_{index}.npy")
+        boxes = np.load(f"{folder}/boxes_{index}.npy") if os.path.exists(f"{folder}/boxes_{index}.npy") else []
+        H, W = image.shape[:2]
+        scale = 256 / max(H, W)
+        new_h, new_w = int(H * scale + 0.5), int(W * scale + 0.5)
+        resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+        scaled = (resized - resized.min()) / np.clip(resized.max() - resized.min(), a_min=1e-8, a_max=None)
+        padded = np.pad(scaled, ((0, 256 - new_h), (0, 256 - new_w), (0, 0)))
+        x = torch.tensor(padded).float().permute(2, 0, 1)[None]
+        masks, ious = [], []
+        with torch.no_grad():
+            embedding = encoder(x)
+            for box in boxes:  # one pass per box, encoder output straight into the decoder
+                box256 = resize_box_to_256(box, original_size=(H, W))
+                sparse, dense = prompt_encoder(points=None, boxes=torch.as_tensor(box256[None, None, ...],
+                                               dtype=torch.float), masks=None)
+                logits, iou = mask_decoder(image_embeddings=embedding, image_pe=prompt_encoder.get_dense_pe(),
+                                           sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                           multimask_output=False)
+                logits = F.interpolate(logits[..., :new_h, :new_w], size=(H, W), mode="bilinear", align_corners=False)
+                masks.append(torch.sigmoid(logits)[0, 0] > 0.5)
+                ious.append(iou[0, 0])
+        torch.save({"embedding": embedding,
+                    "masks": torch.stack(masks) if masks else torch.zeros(0, H, W, dtype=torch.bool),
+                    "ious": torch.stack(ious) if ious else torch.zeros(0)}, f"{folder}/reference_{index}.pt")
+        index += 1
     """
 )

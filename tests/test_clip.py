@@ -132,6 +132,63 @@ def test_pretrained_tag_applies_its_quick_gelu(saved_teacher, tmp_path):
         teacher.build_clip_teacher(TEACHER, pretrained_tag="nope")
 
 
+def _quick_gelu_reference(path: Path) -> torch.nn.Module:
+    """open_clip's own QuickGELU model of a checkpoint: ``<name>-quickgelu`` loaded from the file."""
+    return open_clip.create_model(f"{TEACHER}-quickgelu", pretrained=str(path), pretrained_image=False,
+                                  weights_only=True).eval()
+
+
+def test_openai_weights_are_built_with_quick_gelu(saved_teacher, tmp_path, capsys):
+    """OpenAI's CLIP weights need QuickGELU: a checkpoint open_clip tells is such a release (its Hub cache, an
+    open_clip_config.json beside it, OpenAI's own state-dict keys) builds <name>-quickgelu's model, with one line
+    saying so; other checkpoints keep GELU; a tag saying GELU for such a file is one line."""
+    pixels = saved_teacher.pixels(_photos()[0])[None]
+    state = saved_teacher.model.state_dict()
+    # the Hub's layout: open_clip's ViT-B-32 'openai' tag lives in timm/vit_base_patch32_clip_224.openai
+    cached = tmp_path / "models--timm--vit_base_patch32_clip_224.openai" / "snapshots" / "abc"
+    cached.mkdir(parents=True)
+    torch.save(state, cached / "open_clip_pytorch_model.bin")
+    capsys.readouterr()
+    hub = teacher.build_clip_teacher(TEACHER, checkpoint=cached / "open_clip_pytorch_model.bin")
+    notes = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(notes) == 1 and "QuickGELU" in notes[0] and "ViT-B-32-quickgelu" in notes[0], notes
+    assert hub.identity.quick_gelu and hub.identity.pretrained_tag == "openai"
+    reference = _quick_gelu_reference(cached / "open_clip_pytorch_model.bin")
+    with torch.no_grad():
+        expected = reference.encode_image(teacher.normalize_pixels(
+            teacher.pixels_channels_first(pixels, (224, 224)), hub.mean, hub.std))
+    assert torch.equal(hub.encode(pixels), expected)
+    assert not torch.allclose(hub.encode(pixels), saved_teacher.encode(pixels))  # GELU would be another model
+    # a Hub download into a folder of its own, with its open_clip_config.json
+    folder = tmp_path / "downloaded"
+    folder.mkdir()
+    torch.save(state, folder / "open_clip_pytorch_model.bin")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"quick_gelu": True}}))
+    configured = teacher.build_clip_teacher(TEACHER, checkpoint=folder / "open_clip_pytorch_model.bin")
+    assert configured.identity.quick_gelu and torch.equal(configured.encode(pixels), expected)
+    # OpenAI's own state dict (its TorchScript release's state_dict(), fp16 weights): open_clip's OpenAI loader
+    openai_state = {k: v.half().float() if v.is_floating_point() else v for k, v in state.items()}
+    openai_state.update(input_resolution=torch.tensor(224), context_length=torch.tensor(77),
+                        vocab_size=torch.tensor(49408))
+    torch.save(openai_state, tmp_path / "ViT-B-32.pt")
+    own = teacher.build_clip_teacher(TEACHER, checkpoint=tmp_path / "ViT-B-32.pt")
+    loader = open_clip.model.build_model_from_openai_state_dict(dict(openai_state), cast_dtype=None).float().eval()
+    with torch.no_grad():
+        expected = loader.encode_image(teacher.normalize_pixels(
+            teacher.pixels_channels_first(pixels, (224, 224)), own.mean, own.std))
+    assert own.identity.quick_gelu and own.identity.pretrained_tag == "openai"
+    torch.testing.assert_close(own.encode(pixels), expected, atol=1e-5, rtol=0)
+    # no evidence: GELU, no note; a GELU tag for an OpenAI file: one line
+    plain = tmp_path / "laion" / "open_clip_pytorch_model.bin"
+    plain.parent.mkdir()
+    torch.save(state, plain)
+    capsys.readouterr()
+    assert not teacher.build_clip_teacher(TEACHER, checkpoint=plain).identity.quick_gelu
+    assert "QuickGELU" not in capsys.readouterr().err
+    with pytest.raises(SrwError, match="needs QuickGELU .* --pretrained-tag laion2b_s34b_b79k builds ViT-B-32 with GELU"):
+        teacher.build_clip_teacher(TEACHER, checkpoint=tmp_path / "ViT-B-32.pt", pretrained_tag="laion2b_s34b_b79k")
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_bad_teachers_are_refused(tmp_path):
     with pytest.raises(SrwError, match="unknown open_clip model"):

@@ -461,7 +461,7 @@ def test_cls_bad_teachers_make_no_folder_and_nan_outputs_are_refused(cls_runs, t
 def test_cls_one_writer_per_folder(cls_runs, tmp_path):
     with output_lock(tmp_path / "busy"):
         assert_one_line_error(cls(*CLS_EVAL, "--run", cls_runs[1], "--out", tmp_path / "busy"), "is in use")
-        assert_one_line_error(cls("train-teacher", "--dataset", "digits", "--student", CLS_TEACHER, "--out",
+        assert_one_line_error(cls("train-teacher", "--dataset", "digits", "--model", CLS_TEACHER, "--out",
                                   tmp_path / "busy", "--epochs", "1", *CPU), "is in use")
     assert sorted(path.name for path in (tmp_path / "busy").iterdir()) == []  # the lock file goes with the lock
 
@@ -474,7 +474,7 @@ def test_cls_a_corrupt_image_in_an_image_folder_is_one_line(tmp_path):
             for number in range(2):
                 (tmp_path / "data" / split / name / f"{number}.jpg").write_bytes(photo)
     (tmp_path / "data" / "train" / "b" / "1.jpg").write_bytes(photo[:100])  # truncated
-    assert_one_line_error(cls("train-teacher", "--dataset", "imagenet", "--data", tmp_path / "data", "--student",
+    assert_one_line_error(cls("train-teacher", "--dataset", "imagenet", "--data", tmp_path / "data", "--model",
                               "ResNet18", "--batch-size", "4", "--epochs", "1", "--out", tmp_path / "run", *CPU),
                           f"cannot read image {tmp_path / 'data' / 'train' / 'b' / '1.jpg'}: OSError")
 

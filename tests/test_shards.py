@@ -63,3 +63,27 @@ def test_shard_paths_expand_globs_and_folders(tiny_shards):
     by_folder = shards.shard_paths([tiny_shards])
     assert len(by_folder) == 3
     assert shards.shard_paths([str(tiny_shards / "shard-*.tar")]) == by_folder
+
+
+def test_png_and_old_jpg_shards_read_alike(tmp_path):
+    """A PNG sample (the default) reads back bit for bit; a shard of an older precompute (``<key>.jpg``) still reads."""
+    import webdataset as wds
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    meta = {"original_size": [128, 96], "input_size": [64, 48]}
+    avesim = np.zeros((16, 16), np.float32)
+    path = tmp_path / "shard-000000.tar"
+    with wds.TarWriter(str(path), encoder=False) as writer:
+        writer.write(shards.encode_sample("new", shards.encode_image(image, "png"), embedding(), avesim, meta, "fp16",
+                                          "png"))
+        writer.write(shards.encode_sample("old", shards.encode_image(image), embedding(), avesim, meta, "fp16"))
+    indexed = shards.index_shards([str(path)])
+    assert [sorted(set(entry) & {"png", "jpg"}) for entry in indexed] == [["png"], ["jpg"]]
+    new, old = (shards.read_indexed(entry) for entry in indexed)
+    np.testing.assert_array_equal(new.image, image)
+    assert old.image.shape == image.shape and not np.array_equal(old.image, image)  # lossy, still read
+    assert [s.key for s in shards.iterate_shards([str(path)])] == ["new", "old"]
+    assert shards.image_format_name("jpeg") == "jpg" and shards.encode_image(image, "jpeg")[:2] == b"\xff\xd8"
+    with pytest.raises(ValueError, match="image_format"):
+        shards.encode_image(image, "webp")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 TESTS = Path(__file__).parent
 STARTS_PROCESSES = re.compile(r"\b(run_cli|subprocess\.(run|Popen|check_call|check_output)|run_ranks|run_demo|"
-                              r"run_clip_demo|torch\.distributed\.run)\b")
+                              r"run_clip_demo|run_litemedsam_reference|torch\.distributed\.run)\b")
 
 
 def _marked_slow(node: ast.FunctionDef) -> bool:

@@ -25,6 +25,7 @@ from mobilesam_srw import shards
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam.predictor import EmbeddingPredictor
 from mobilesam_srw.sam.preprocessing import LiteMedSamPreprocessing, SamPreprocessing, build_preprocessing
+from mobilesam_srw.sam.prompts import PromptTransform
 from mobilesam_srw.sam.teachers import (
     TEACHERS,
     decoder_from_record,
@@ -38,7 +39,7 @@ from mobilesam_srw.sam.teachers import (
 from mobilesam_srw.sam.teachers.sam_vit import SAM_CONFIGS, build_sam, preprocess
 from mobilesam_srw.srw import average_similarity, srw_weights
 
-from references import LITEMEDSAM_REFERENCE
+from conftest import run_litemedsam_reference
 
 
 def one_line(error: pytest.ExceptionInfo) -> str:
@@ -98,6 +99,7 @@ def test_sam_preprocessing_is_sam_preprocess():
 def test_registry_shapes():
     assert {name: spec.patch_size for name, spec in TEACHERS.items()} == {
         "vit_h": 16, "vit_l": 16, "vit_b": 16, "vit_t": 16, "litemedsam": 4, "tiny": 16,
+        "sam2.1_hiera_t": 16, "sam2.1_hiera_s": 16, "sam2.1_hiera_b+": 16, "sam2.1_hiera_l": 16, "sam2.1_tiny": 16,
     }
     assert TEACHERS["litemedsam"].embedding_shape == TEACHERS["vit_h"].embedding_shape == (256, 64, 64)
     with pytest.raises(SrwError):
@@ -177,14 +179,9 @@ COFFEE_BOXES = np.array([[180, 0, 440, 290], [0, 0, 599, 399], [60, 240, 200, 39
 
 @pytest.fixture(scope="module")
 def litemedsam_reference(litemedsam_checkpoint, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("litemedsam_reference")
     image = skimage.data.coffee()  # 400 x 600: resized to 171 x 256, padded below
-    np.save(folder / "image.npy", image)
-    np.save(folder / "boxes_256.npy", ResizeLongestSide(256).apply_boxes(COFFEE_BOXES, image.shape[:2]))
-    result = subprocess.run([sys.executable, "-c", LITEMEDSAM_REFERENCE, str(litemedsam_checkpoint), str(folder)],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return image, torch.load(folder / "reference.pt", weights_only=True)
+    reference, = run_litemedsam_reference(tmp_path_factory.mktemp("litemedsam_reference"), [image], [COFFEE_BOXES])
+    return image, reference
 
 
 @pytest.fixture(scope="module")
@@ -233,6 +230,32 @@ def test_litemedsam_teacher_predictor_end_to_end(litemedsam_teacher, coffee_embe
     for box, expected in zip(COFFEE_BOXES, reference["masks"]):
         masks, _, _ = predictor.predict(box=box, multimask_output=False)
         assert (torch.from_numpy(masks[0]) != expected).sum() <= 2
+
+
+def test_box_prompts_are_each_teachers_own_convention(litemedsam_teacher, coffee_embedding, litemedsam_reference):
+    """LiteMedSAM's boxes move into its 256 px frame as MedSAM's resize_box_to_256 moves them (int truncation),
+    in every predictor (eval, compare, demo: EmbeddingPredictor; the whole teacher: teacher_predictor); SAM's
+    family keeps ResizeLongestSide's floats. Float boxes would give LiteMedSAM other masks than its own."""
+    assert {name: spec.box_prompts for name, spec in TEACHERS.items()} == {
+        **dict.fromkeys(TEACHERS, "sam"), "litemedsam": "medsam"}
+    size = (400, 600)
+    boxes = np.random.default_rng(0).uniform(0, 399, (50, 4))
+    resize_box_to_256 = np.array([[int(value * (256 / max(size))) for value in box] for box in boxes], np.float64)
+    stored = EmbeddingPredictor(decoder_from_record(litemedsam_teacher.record()))
+    for predictor in (stored, teacher_predictor(litemedsam_teacher)):
+        np.testing.assert_array_equal(predictor.transform.apply_boxes(boxes, size), resize_box_to_256)
+        np.testing.assert_array_equal(predictor.transform.apply_boxes_torch(torch.from_numpy(boxes), size).numpy(),
+                                      resize_box_to_256)
+    sam_family = EmbeddingPredictor(build_sam(SAM_CONFIGS["tiny"]))
+    np.testing.assert_array_equal(sam_family.transform.apply_boxes(boxes, size),
+                                  ResizeLongestSide(256).apply_boxes(boxes, size))
+    image, reference = litemedsam_reference
+    resized, embedding = coffee_embedding
+    floats = EmbeddingPredictor(decoder_from_record(litemedsam_teacher.record()))
+    floats.transform = PromptTransform(256, "sam")
+    floats.set_embedding(embedding[0], image.shape[:2], resized.shape[:2])
+    masks, _ = next(floats.box_batches(COFFEE_BOXES))
+    assert (masks[:, 0] != reference["masks"]).flatten(1).sum(1).max() > 100
 
 
 def test_litemedsam_srw_weights_follow_edges(coffee_embedding):

@@ -42,12 +42,19 @@ def train_losses(run: Path) -> list[float]:
     return [line["loss"] for line in lines if line["split"] == "train"]
 
 
-def test_train_writes_run_and_learns(tiny_shards, tmp_path):
+def test_train_writes_run_and_learns(tiny_shards, tmp_path, capsys):
     config = SamTrainConfig(shards=[str(tiny_shards)], out=tmp_path / "run", student="tinyvit-micro", batch_size=2,
                          epochs=3, workers=0, progress=False, device="cpu", val_shards=[str(tiny_shards)], lr=0.002)
     metrics = train(config)
     run = tmp_path / "run"
     assert (run / "student.pt").is_file() and (run / "config.json").is_file()
+    recorded = json.loads((run / "config.json").read_text())
+    assert {"tau", "epochs", "lr", "loss", "student", "val_shards"} <= recorded.keys()
+    assert not recorded.keys() & set(SamTrainConfig.UNUSED_OPTIONS)  # srw_scope, momentum, milestones...: not SAM's
+    printed = [line for line in capsys.readouterr().err.splitlines() if "held-out loss" in line]
+    assert [line.split(":")[1].strip() for line in printed] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert f"held-out loss {metrics['val_loss']:.5g} (plain mse {metrics['val_mse']:.5g})" in printed[-1]
+    assert "lowest so far" in printed[-1] and "checkpoints/epoch_00" in printed[-1]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_001.pt", "epoch_002.pt", "epoch_003.pt", "last.pt"]
     assert any((run / "tensorboard").iterdir())
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -29,6 +29,43 @@ def test_plotted_weights_are_srw_weights(tiny_shards):
     assert padded.shape == (256, 256, 3) and (padded[:height, :width] == sample.image).all()
 
 
+def test_heatmaps_say_padding_only_where_there_is_some_and_share_a_perceptual_colour_range(tiny_shards):
+    from dataclasses import replace
+
+    from mobilesam_srw.viz.sam.heatmap import shared_colour_range
+
+    samples = list(read_all(tiny_shards).values())[:3]
+    wide = next(s for s in samples if s.image.shape[0] < s.image.shape[1])  # padded at the bottom
+    square = replace(wide, image=np.zeros((256, 256, 3), np.uint8))  # fills the teacher's square: no padding
+    low, high = shared_colour_range(samples, 0.5)
+    assert low == min(weight_map(s, 0.5).min() for s in samples)
+    assert high == max(weight_map(s, 0.5).max() for s in samples)
+    for sample, padded in ((wide, True), (square, False)):
+        figure = heatmap_figure(sample, 0.5, colour_range=(low, high))
+        assert ("padding in grey" in figure.axes[0].get_title()) is padded
+        shown = figure.axes[1].images[0]
+        assert shown.get_cmap().name == "viridis" and shown.get_clim() == (low, high)
+        assert figure.axes[2].images[1].get_clim() == (low, high)
+        assert sample.key in figure._suptitle.get_text() and "shared" in figure._suptitle.get_text()
+    own = heatmap_figure(wide, 0.5)
+    assert own.axes[1].images[0].get_clim() == (weight_map(wide, 0.5).min(), weight_map(wide, 0.5).max())
+    assert "its own range" in own._suptitle.get_text()
+
+
+def test_comparisons_have_a_legend_of_their_boxes(tiny_shards):
+    from mobilesam_srw.viz.sam.compare import compare_figure
+
+    sample = next(iter(read_all(tiny_shards).values()))
+    record = {"segmentation": np.zeros(sample.meta["original_size"], bool), "bbox": [10.0, 10.0, 40.0, 30.0]}
+    figure = compare_figure(sample, {"teacher": [record], "srw": [record]}, [([10.0, 10.0, 40.0, 30.0], 0.5)],
+                            prompts=[record["bbox"]], change="prompts whose IoU vs the teacher changes most")
+    (legend,) = figure.legends
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert labels == ["box prompt (dashed white)", "prompts whose IoU vs the teacher changes most (solid red)"]
+    everything = compare_figure(sample, {"teacher": [record], "srw": [record]}, [], change="teacher masks ...")
+    assert [t.get_text() for t in everything.legends[0].get_texts()] == ["teacher masks ... (solid red)"]
+
+
 @pytest.mark.slow
 def test_heatmap_command_writes_png_and_pdf(tiny_shards, tmp_path):
     key = next(iter(read_all(tiny_shards, with_image=False)))

@@ -77,9 +77,10 @@ class ClipPrecomputeConfig:
     shard_size: int = option(1024, help="samples per output shard", minimum=1)
     batch_size: int = option(64, help="images per teacher forward pass", minimum=1)
     dtype: str = option("fp16", choices=clip_shards.EMBEDDING_DTYPES, help="embedding storage")
-    image_format: str = option("png", choices=clip_shards.IMAGE_FORMATS,
-                               help="stored pixels: png (lossless, ~75 KiB at 224 px) or jpg (quality 90, "
-                                    "~20 KiB; the teacher embeds the decoded JPEG)")
+    image_format: str = option("png", choices=shards.IMAGE_FORMAT_CHOICES,
+                               help="stored pixels: png (lossless, ~75 KiB at 224 px) or jpeg (jpg; --jpeg-quality, "
+                                    "~20 KiB at 90; the teacher embeds the decoded JPEG)")
+    jpeg_quality: int = option(shards.JPEG_QUALITY, minimum=1, help="JPEG quality 1-100 of --image-format jpeg")
     device: str = option("auto", help="auto (this rank's GPU if any), cpu, cuda, cuda:N")
     workers: int = option(factory=default_workers, help="image decoding processes (default min(4, cores))",
                           minimum=0)
@@ -88,12 +89,17 @@ class ClipPrecomputeConfig:
                                    minimum=1)
     progress: bool = option(True, help="no progress bar", flag="--no-progress")
 
+    def __post_init__(self) -> None:
+        self.image_format = shards.image_format_name(self.image_format)
+
     @property
     def limits(self) -> ImageLimits:
         return ImageLimits(max_file_bytes=int(self.max_file_mb * 2**20), max_pixels=self.max_image_pixels)
 
     def check(self) -> None:
         check_options(self)
+        if not 1 <= self.jpeg_quality <= 100:
+            raise SrwError(f"--jpeg-quality must be in 1-100, got {self.jpeg_quality}")
         if self.random_teacher and self.checkpoint is not None:
             raise SrwError("--random-teacher and --checkpoint exclude each other")
         if not self.random_teacher and self.checkpoint is None:
@@ -119,9 +125,10 @@ class PreparedImageText(PlannedSamples):
     """
 
     def __init__(self, items: list[tuple[int, SampleRef]], pixels: PixelTransform, image_format: str,
-                 limits: ImageLimits, image_size: tuple[int, int]) -> None:
+                 limits: ImageLimits, image_size: tuple[int, int], jpeg_quality: int = shards.JPEG_QUALITY) -> None:
         super().__init__(items, limits)
         self.pixels, self.image_format, self.image_size = pixels, image_format, image_size
+        self.jpeg_quality = jpeg_quality
 
     def prepare(self, ref: SampleRef, sample) -> dict:
         width, height = sample.image.size
@@ -129,7 +136,7 @@ class PreparedImageText(PlannedSamples):
         if resized > self.limits.max_pixels:
             raise BadSample(f"aspect ratio: {width}x{height} px would be resized to {resized} pixels > "
                             f"{self.limits.max_pixels}")
-        image, pixels = clip_shards.stored_pixels(self.pixels(sample.image), self.image_format)
+        image, pixels = clip_shards.stored_pixels(self.pixels(sample.image), self.image_format, self.jpeg_quality)
         meta = {"key": ref.key, "source": ref.source, "original_size": [height, width], "record": sample.record}
         return {"image": image, "pixels": pixels, "caption": sample.caption, "meta": meta}
 
@@ -157,7 +164,7 @@ def settings_record(config: ClipPrecomputeConfig, plan: Plan) -> dict:
         "format_version": clip_shards.FORMAT_VERSION,
         "embedding_dtype": config.dtype,
         "image_format": config.image_format,
-        "jpeg_quality": shards.JPEG_QUALITY if config.image_format == "jpg" else None,
+        "jpeg_quality": config.jpeg_quality if config.image_format == "jpg" else None,
         "samples_per_shard": config.shard_size,
         "input": {"kind": "img2dataset"},
         "subset": config.subset,
@@ -289,7 +296,8 @@ def run_clip_precompute(config: ClipPrecomputeConfig) -> dict:
         started = time.perf_counter()
         pending = shard_encoding.pending_shards(config.out, plan, ctx)
         prepared = PreparedImageText(shard_encoding.planned_items(plan, pending), teacher.pixels,
-                                     config.image_format, config.limits, teacher.identity.image_size)
+                                     config.image_format, config.limits, teacher.identity.image_size,
+                                     config.jpeg_quality)
         written = shard_encoding.encode_shards(
             config.out, plan, pending, prepared, teacher_hook(teacher, config.image_format, config.dtype),
             run["plan_fingerprint"], config.batch_size, config.workers, config.progress and ctx.is_main,

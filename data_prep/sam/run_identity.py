@@ -2,8 +2,8 @@
 output folder's fit.
 
 A rerun may only add to a folder whose shards came from the same teacher checkpoint, input
-size, preprocessing, embedding dtype, JPEG quality, input and plan; anything else is refused
-before a byte is written.
+size, preprocessing, embedding dtype, stored image format (and JPEG quality), input and plan; anything
+else is refused before a byte is written.
 """
 
 from __future__ import annotations
@@ -63,6 +63,27 @@ def teacher_identity(config: "PrecomputeConfig") -> tuple[dict, Teacher]:
     return {**teacher.record(), "sam_config": asdict(sam_config)}, teacher
 
 
+DTYPE_BYTES = {"fp16": 2, "fp32": 4, "int8": 1}
+
+
+def target_maps_record(identity: dict, dtype: str) -> dict:
+    """For a teacher with further target maps (SAM 2): each stored map's field, shape and dtype, and the bytes
+    per sample of all targets (embedding and maps; int8 adds a float32 scale per position); nothing otherwise."""
+    if not identity.get("target_maps"):
+        return {}
+    shapes = {"embedding": list(identity["embedding_shape"]), **identity["target_maps"]}
+    fields = {"embedding": shards.EMBEDDING_FIELD,
+              **{name: shards.map_fields(name)[0] for name in identity["target_maps"]}}
+
+    def size(shape: list[int]) -> int:
+        channels, height, width = shape
+        return channels * height * width * DTYPE_BYTES[dtype] + (height * width * 4 if dtype == "int8" else 0)
+
+    return {"target_maps": {name: {"field": fields[name], "shape": shape, "dtype": dtype}
+                            for name, shape in shapes.items()},
+            "target_bytes_per_sample": sum(size(shape) for shape in shapes.values())}
+
+
 def run_record(
     config: "PrecomputeConfig", identity: dict, plan: Plan, input_identity: dict, split: str, held_out: HeldOut | None
 ) -> dict:
@@ -81,7 +102,9 @@ def run_record(
         "input_size": identity["input_size"],
         "embedding_shape": list(identity["embedding_shape"]),
         "embedding_dtype": config.dtype,
-        "jpeg_quality": shards.JPEG_QUALITY,
+        **target_maps_record(identity, config.dtype),
+        "image_format": config.image_format,
+        "jpeg_quality": config.jpeg_quality if config.image_format == "jpg" else None,
         "samples_per_shard": config.shard_size,
         "input": input_identity,
         "subset": config.subset,
@@ -125,11 +148,15 @@ def check_output_folder(out: Path, run: dict) -> None:
     if was.get("preprocessing", LEGACY_PREPROCESSING) != now["preprocessing"]:
         raise SrwError(f"{out} holds shards of {was['type']} with {was.get('preprocessing', LEGACY_PREPROCESSING)} "
                        f"preprocessing, not {now['preprocessing']}; choose another --out")
-    if previous.get("jpeg_quality") != run["jpeg_quality"]:
-        raise SrwError(
-            f"{out} holds shards of an older precompute (embeddings of the pixels before JPEG encoding); "
-            "choose another --out"
-        )
+    if "image_format" not in previous:
+        raise SrwError(f"{out} holds shards of an older precompute (JPEG images; embeddings of another input); "
+                       "its shards still train and evaluate, but choose another --out to write new ones")
+    if (previous["image_format"], previous.get("jpeg_quality")) != (run["image_format"], run["jpeg_quality"]):
+        def described(record: dict) -> str:
+            quality = record.get("jpeg_quality")
+            return f"--image-format {record['image_format']}" + (f" --jpeg-quality {quality}" if quality else "")
+        raise SrwError(f"{out} was started with {described(previous)}, not {described(run)}; rerun with the same "
+                       "arguments or a new --out")
     held_out_label = "--val-fraction or --val-keys"
     for name, label in (
         ("embedding_dtype", "--dtype"),

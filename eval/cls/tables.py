@@ -1,7 +1,9 @@
 """The paper's classification tables from a set of ``srw-cls`` run folders.
 
-Each run's result is its last held-out top-1 (``metrics.jsonl``, ``split: val``); runs that differ only
-in seed are pooled as mean ± std. Layouts: Tables 1-3 (vanilla / +SRW / Δ per teacher-student pair and
+Each run's result is, by default, its best held-out top-1 over epochs (``metrics.jsonl``, ``split: val``,
+one line per epoch), as mdistiller reports it (``best_acc``) and the paper's Tables 1-3 follow; ``last``
+takes the last epoch's instead (:data:`mobilesam_srw.metrics.TOP1_STATISTICS`), and every table says
+which. Runs that differ only in seed are pooled as mean ± std. Layouts: Tables 1-3 (vanilla / +SRW / Δ per teacher-student pair and
 method), Table 7 (Reversing vs ours), Table 8 (a tau sweep), Table 9 (SumNormalizer vs ours).
 """
 
@@ -15,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.metrics import DEFAULT_TOP1_STATISTIC, TOP1_STATISTICS, over_epochs
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """One finished (or stopped) run: what it was and its last held-out top-1 (%)."""
+    """One finished (or stopped) run: what it was and its held-out top-1 (%) after each epoch."""
 
     path: Path
     dataset: str
@@ -30,7 +33,11 @@ class RunResult:
     normalizer: str
     tau: float
     seed: int
-    top1: float
+    epoch_top1: tuple[float, ...]
+
+    def top1(self, statistic: str = DEFAULT_TOP1_STATISTIC) -> float:
+        """The run's top-1 (%) as ``statistic`` reports it: ``best`` over epochs (mdistiller's) or ``last``."""
+        return over_epochs(list(self.epoch_top1), statistic)
 
     @property
     def pair(self) -> tuple[str, str, str]:
@@ -56,7 +63,8 @@ _CONFIG_CHECKS = {
 
 
 def read_run(path: Path) -> RunResult:
-    """A run folder's configuration and last validation top-1; anything missing or malformed is one line naming it."""
+    """A run folder's configuration and its validation top-1 of every epoch; anything missing or malformed is one
+    line naming it."""
     path = Path(path)
     try:
         config = json.loads((path / "config.json").read_text())
@@ -75,12 +83,14 @@ def read_run(path: Path) -> RunResult:
     validations = [line for line in lines if line.get("split") == "val" and "top1" in line]
     if not validations:
         raise SrwError(f"{path}: no validation result of a distillation run (train with held-out data first)")
-    top1 = validations[-1]["top1"]
-    if not _number(top1) or not 0 <= top1 <= 1:
-        raise SrwError(f"{path / 'metrics.jsonl'}: the last validation top-1 is {json.dumps(top1)[:80]}, "
-                       "not a fraction in [0, 1]")
+    for line in validations:
+        top1 = line["top1"]
+        if not _number(top1) or not 0 <= top1 <= 1:
+            raise SrwError(f"{path / 'metrics.jsonl'}: the validation top-1 is {json.dumps(top1)[:80]}, not a fraction "
+                           f"in [0, 1] (step {json.dumps(line.get('step'))[:20]})")
     return RunResult(path, config["dataset"], config["teacher"], config["student"], config["method"], config["srw"],
-                     config["normalizer"], float(config["tau"]), config["seed"], 100.0 * top1)
+                     config["normalizer"], float(config["tau"]), config["seed"],
+                     tuple(100.0 * line["top1"] for line in validations))
 
 
 def _cell(values: list[float]) -> str:
@@ -95,11 +105,11 @@ def _delta(base: list[float], other: list[float]) -> str:
     return f"{statistics.mean(other) - statistics.mean(base):+.2f}" if base and other else "—"
 
 
-def _grouped(results: list[RunResult]) -> dict:
+def _grouped(results: list[RunResult], statistic: str) -> dict:
     groups: dict = defaultdict(list)
     for r in results:
         variant = ("srw", r.normalizer, r.tau) if r.srw else ("vanilla",)
-        groups[(r.pair, variant)].append(r.top1)
+        groups[(r.pair, variant)].append(r.top1(statistic))
     return groups
 
 
@@ -109,12 +119,16 @@ def _best_tau(groups: dict, pair: tuple, normalizer: str) -> float | None:
     return max(taus, key=taus.get) if taus else None
 
 
-def comparison_tables(results: list[RunResult]) -> str:
-    """Markdown: Tables 1-3, and 7-9 where the runs hold their variants."""
-    groups = _grouped(results)
+def comparison_tables(results: list[RunResult], statistic: str = DEFAULT_TOP1_STATISTIC) -> str:
+    """Markdown: Tables 1-3, and 7-9 where the runs hold their variants; each run's top-1 is ``statistic``
+    (``best`` over epochs, mdistiller's and the paper's; or ``last``), named above the tables."""
+    if statistic not in TOP1_STATISTICS:
+        raise SrwError(f"--statistic must be one of {', '.join(TOP1_STATISTICS)}, got {statistic!r}")
+    groups = _grouped(results, statistic)
     pairs = sorted({r.pair for r in results})
-    lines = ["Top-1 (%) on the held-out set; mean ± std over seeds where a configuration has several. +SRW is the "
-             "best tau of the softmax normalizer (Eq. 5).", "",
+    lines = [f"Top-1 (%) on the held-out set: each run's {TOP1_STATISTICS[statistic]} (`--statistic {statistic}`); "
+             "mean ± std over seeds where a configuration has several. +SRW is the best tau of the softmax "
+             "normalizer (Eq. 5).", "",
              "| Teacher | Student | Method | vanilla | +SRW | Δ | tau |", "|---|---|---|---|---|---|---|"]
     for pair in pairs:
         tau = _best_tau(groups, pair, "softmax")

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from mobilesam_srw import shards
 from mobilesam_srw.distributed import distributed_context
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.eval.sam.boxes import evaluate_image_teacher_boxes, summarize_teacher_boxes
 from mobilesam_srw.eval.sam.everything import (
     evaluate_image_everything,
     summarize_everything,
@@ -44,7 +45,7 @@ from mobilesam_srw.sam.prompt_models import NonFiniteEmbedding, PromptModels
 from mobilesam_srw.sam.teachers.shards import shard_teacher
 from mobilesam_srw.sam.transforms import INPUT_SIZE
 
-MODES = ("grid", "everything", "gt")
+MODES = ("grid", "everything", "gt", "teacher-box")
 
 
 @dataclass(kw_only=True)
@@ -66,11 +67,14 @@ class EvalConfig:
     mode: str = option("grid", choices=MODES,
                        help="grid: point grids vs the teacher's masks (Table 6); everything: automatic masks "
                             "matched one to one, recall by size; gt: annotation prompts vs ground truth and vs the "
-                            "teacher (use --prompt box with litemedsam)")
+                            "teacher (use --prompt box with litemedsam); teacher-box: boxes from the teacher's own "
+                            "masks vs the teacher's masks (no annotations needed; for litemedsam)")
     grids: list[int] = option(factory=lambda: [32], minimum=1, maximum=INPUT_SIZE, flag="--grid",
                               help="points per side; several in one pass, e.g. --grid 5 16 32 (default 32)")
     match: str = option("all", choices=MATCH_MODES, help="grid mode: pairing of the 3 masks per prompt")
     prompt: str = option("center", choices=PROMPTS, help="gt mode: prompt per annotation")
+    box_grid: int = option(4, minimum=1, help="teacher-box mode: boxes per side of the grid of boxes whose teacher "
+                                              "masks give the box prompts")
     pred_iou_thresh: float = option(generator_default("pred_iou_thresh"), minimum=0,
                                     help="everything mode: SamAutomaticMaskGenerator's predicted-IoU filter")
     stability_thresh: float = option(generator_default("stability_score_thresh"), minimum=0,
@@ -98,6 +102,8 @@ class EvalConfig:
             return evaluate_image(sample, predictors, self.grids, self.match, self.points_per_batch)
         if self.mode == "gt":
             return evaluate_image_gt(sample, predictors, self.prompt, self.points_per_batch)
+        if self.mode == "teacher-box":
+            return evaluate_image_teacher_boxes(sample, predictors, self.box_grid, self.points_per_batch)
         return evaluate_image_everything(sample, predictors, self.grids[0], points_per_batch=self.points_per_batch,
                                          pred_iou_thresh=self.pred_iou_thresh,
                                          stability_score_thresh=self.stability_thresh)
@@ -110,8 +116,18 @@ class EvalConfig:
         if self.mode == "everything":
             summary, table = summarize_everything(results, labels, self.grids[0])
             return summary, results, table
+        if self.mode == "teacher-box":
+            summary, table = summarize_teacher_boxes(results, labels, self.box_grid)
+            return summary, results, table
         summary = {**summarize(results, labels, self.grids), "match": self.match}
         return summary, grid_rows(results), markdown_table(summary, labels, self.grids)
+
+
+def _without_annotations(paths: list[str]) -> bool:
+    """Whether every folder of the shards was made from ``--images`` input, which carries no annotations."""
+    manifests = [shards.read_manifest(folder) for folder in sorted({Path(path).parent for path in paths})]
+    return all(manifest is not None and (manifest.get("input") or {}).get("kind") == "images"
+               for manifest in manifests)
 
 
 def run_labels(students: list[Path]) -> list[str]:
@@ -124,6 +140,10 @@ def evaluate(config: EvalConfig) -> dict:
     config.check()
     config.out = Path(config.out)
     paths = shards.resolve_shards(config.shards)
+    if config.mode == "gt" and _without_annotations(paths):
+        raise SrwError("--mode gt needs annotations, and these shards were made from --images input (none): use "
+                       "--mode teacher-box (box prompts from the teacher's own masks) or --mode grid, or precompute "
+                       "SA-1B or --coco input")
     teacher = shard_teacher(paths)
     checkpoint_path = teacher.checkpoint(config.sam_checkpoint)
     embedding_shape = shards.embedding_shape(paths)
@@ -138,13 +158,13 @@ def evaluate(config: EvalConfig) -> dict:
     decoder = teacher.decoder(checkpoint_path)  # read once, shared by every model
     samples = shards.index_shards(paths)[: config.limit]  # tar headers only
     with distributed_context(config.device) as ctx, output_lock(config.out, ctx):
-        models = PromptModels.build(decoder, students, ctx.device, teacher.preprocessing)
+        models = teacher.prompt_models(decoder, students, ctx.device)
         mine = samples[ctx.rank :: ctx.world_size]  # each rank decodes only its own images
         results, skipped = [], Counter()
         bar = tqdm(total=len(samples), unit="img", desc="eval", disable=not (config.progress and ctx.is_main))
         for spans in mine:
             try:
-                results += config.evaluate_image(shards.read_indexed(spans), models)
+                results += config.evaluate_image(shards.read_indexed(spans, maps=teacher.maps), models)
             except NonFiniteEmbedding as error:  # left out for every run, so runs stay comparable
                 skipped[error.reason] += 1
             bar.update(ctx.world_size)
@@ -161,14 +181,21 @@ def evaluate(config: EvalConfig) -> dict:
         if config.mode == "gt" and not summary["masks"]:
             raise SrwError("these shards hold no valid annotations"
                            + (f" ({summary['annotations_dropped']} invalid)" if summary["annotations_dropped"] else "")
-                           + ": --mode gt needs SA-1B or --coco input; use --mode grid (against the teacher's masks)")
+                           + ": --mode gt needs SA-1B or --coco input; use --mode teacher-box or --mode grid "
+                             "(against the teacher's masks)")
         if config.mode == "everything" and ctx.is_main and not any(
                 v["teacher_masks"] for v in summary["results"].values()):
             print("eval: warning: the teacher gave no masks at these filters; lower --pred-iou-thresh and "
-                  "--stability-thresh (LiteMedSAM, trained with boxes, rarely passes them)", file=sys.stderr)
+                  "--stability-thresh" + ("; trained with boxes only, it rarely passes them: --mode teacher-box "
+                                          "prompts it with boxes" if teacher.spec.box_prompts_only else ""),
+                  file=sys.stderr)
         summary.update(mode=config.mode, grids=config.grids, runs=labels, students=[str(s) for s in config.students],
                        sam_checkpoint=str(checkpoint_path), teacher=teacher.record,
                        images=len({row["key"] for row in results}), skipped_images=dict(sorted(skipped.items())))
+        if config.mode in ("grid", "everything") and teacher.spec.box_prompts_only:
+            table += (f"\n{teacher.name} was trained with box prompts only: single clicks give it fragmented masks, "
+                      "so these rows measure agreement with the teacher, not segmentation quality; `--mode "
+                      "teacher-box` (or `--mode gt --prompt box` with annotations) prompts it as it was trained.\n")
         if skipped:
             table += f"\n{sum(skipped.values())} images left out for every run ({skipped_text}).\n"
         if ctx.is_main:

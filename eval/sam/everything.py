@@ -37,10 +37,10 @@ def evaluate_image_everything(
         predictors: from :meth:`~mobilesam_srw.sam.prompt_models.PromptModels.install`, the teacher first.
     """
     (_, teacher), *students = predictors.items()
-    original_size, input_size = teacher.original_size, teacher.input_size
+    original_size, input_longest = teacher.original_size, max(teacher.input_extent)
     reference = automatic_masks(teacher, grid, **generator_options)
     reference_masks = torch.stack([torch.from_numpy(r["segmentation"]) for r in reference]) if reference else None
-    buckets = [size_bucket(r["area"], original_size, max(input_size)) for r in reference]
+    buckets = [size_bucket(r["area"], original_size, input_longest) for r in reference]
     rows = []
     for run, predictor in students:
         records = automatic_masks(predictor, grid, **generator_options)

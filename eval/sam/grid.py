@@ -36,13 +36,12 @@ def evaluate_image(
         predictors: from :meth:`~mobilesam_srw.sam.prompt_models.PromptModels.install`, the teacher first.
     """
     (_, teacher), *students = predictors.items()
-    original_size, input_size = teacher.original_size, teacher.input_size
-    patch_size = teacher.model.image_encoder.img_size // sample.avesim.shape[-1]  # the teacher's (record's) frame
+    patch_size = teacher.frame_size // sample.avesim.shape[-1]  # the teacher's (record's) frame
     results = []
     for n in grids:
-        points = grid_points(n, original_size)
-        quartiles = torch.from_numpy(prompt_quartiles(teacher.transform.apply_coords(points, original_size),
-                                                      sample.avesim, input_size, patch_size))
+        points = grid_points(n, teacher.original_size)
+        quartiles = torch.from_numpy(prompt_quartiles(teacher.input_points(points), sample.avesim,
+                                                      teacher.input_extent, patch_size))
         rows = {run: {"key": sample.key, "run": run, "grid": n, "iou_sum": 0.0, "count": 0,
                       **{f"q{q + 1}_{part}": 0 for q in range(QUARTILES) for part in ("iou_sum", "count")}}
                 for run, _ in students}

@@ -2,8 +2,8 @@
 
 A shard is a WebDataset tar written by ``srw-clip precompute``. Each sample ``<key>`` has:
 
-- ``<key>.png`` (default, lossless) or ``<key>.jpg`` (``--image-format jpg``, quality
-  ``shards.JPEG_QUALITY``): the ``[S, S, 3]`` uint8 RGB pixels of open_clip's preprocessing before
+- ``<key>.png`` (default, lossless) or ``<key>.jpg`` (``--image-format jpeg``, quality
+  ``--jpeg-quality``, default ``shards.JPEG_QUALITY``): the ``[S, S, 3]`` uint8 RGB pixels of open_clip's preprocessing before
   ``ToTensor``/``Normalize`` (``teacher.PixelTransform``). The teacher embeds the *decoded* stored
   image, so the stored embedding is exactly the teacher's output on what training reads (for PNG
   that is also the teacher's output on the original photo through open_clip's own preprocess).
@@ -13,7 +13,7 @@ A shard is a WebDataset tar written by ``srw-clip precompute``. Each sample ``<k
 - ``<key>.json``: ``key``, ``source`` (the img2dataset tar), ``original_size`` ``[h, w]``,
   ``record`` (img2dataset's JSON record: url, status, ...).
 
-The common helpers (``.npy`` without pickle, embedding encodings, JPEG codec, shard finding, the
+The common helpers (``.npy`` without pickle, embedding encodings, the PNG/JPEG codec, shard finding, the
 manifest) are :mod:`mobilesam_srw.shards`'; this module only names CLIP's fields. Unlike SAM's shards
 there is no avesim field: SRW groups for CLIP are the samples of a batch, so Eq. 4 runs in training.
 """
@@ -33,32 +33,22 @@ from mobilesam_srw.tar_index import FileSpan, index_tar
 
 FORMAT = "mobilesam-srw/clip-shards"
 FORMAT_VERSION = 1
-IMAGE_FORMATS = ("png", "jpg")  # the image field is named by its format
+IMAGE_FORMATS = shards.IMAGE_FORMATS  # the image field is named by its format (shared with SAM's shards)
 EMBEDDING_DTYPES = ("fp16", "fp32")  # a [D] vector is ~1 KiB in fp16: no int8 variant
 EMBEDDING_FIELD = shards.EMBEDDING_FIELD
 CAPTION_FIELD = "txt"
 META_FIELD = shards.META_FIELD
-PNG_COMPRESSION = 3  # OpenCV's zlib level: lossless whatever the level; 3 is a fast one
 
 
-def encode_pixels(pixels: np.ndarray, image_format: str) -> bytes:
-    """``[S, S, 3]`` uint8 RGB -> PNG (lossless) or JPEG (``shards.JPEG_QUALITY``) bytes."""
-    if image_format == "jpg":
-        return shards.encode_image(pixels)
-    if image_format != "png":
-        raise ValueError(f"image_format: expected one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
-    import cv2
-
-    ok, data = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION,
-                                                                            PNG_COMPRESSION])
-    if not ok:
-        raise ValueError("image: PNG encoding failed")
-    return data.tobytes()
+def encode_pixels(pixels: np.ndarray, image_format: str, jpeg_quality: int = shards.JPEG_QUALITY) -> bytes:
+    """``[S, S, 3]`` uint8 RGB -> PNG (lossless) or JPEG bytes (:func:`mobilesam_srw.shards.encode_image`)."""
+    return shards.encode_image(pixels, image_format, jpeg_quality)
 
 
-def stored_pixels(pixels: np.ndarray, image_format: str) -> tuple[bytes, np.ndarray]:
+def stored_pixels(pixels: np.ndarray, image_format: str, jpeg_quality: int = shards.JPEG_QUALITY
+                  ) -> tuple[bytes, np.ndarray]:
     """The bytes a shard stores for ``pixels`` and what a reader decodes from them (what the teacher embeds)."""
-    data = encode_pixels(pixels, image_format)
+    data = encode_pixels(pixels, image_format, jpeg_quality)
     return data, shards.decode_image(data)
 
 
@@ -107,9 +97,7 @@ class ClipSample:
     meta: dict
 
 
-def image_field(fields: Iterable[str]) -> str | None:
-    """The image field among a sample's field names, if any."""
-    return next((name for name in IMAGE_FORMATS if name in fields), None)
+image_field = shards.image_field
 
 
 def decode_embedding(raw: dict, as_float32: bool = True, embed_dim: int | None = None) -> np.ndarray:

@@ -15,6 +15,8 @@ Nothing is ever downloaded: the weights come from a local file (open_clip state 
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,10 @@ from mobilesam_srw.weights import file_sha256
 
 RANDOM_SEED_KEY = "mobilesam_srw_random_seed"
 PREPROCESS_KEYS = ("size", "mean", "std", "interpolation", "resize_mode", "fill_color")
+# Keys of OpenAI's own CLIP state dicts (its TorchScript release's state_dict()) that open_clip's models lack;
+# open_clip drops them when it reads OpenAI's files (``load_openai_model``), which it builds with QuickGELU.
+OPENAI_STATE_KEYS = ("input_resolution", "context_length", "vocab_size")
+HUB_CONFIG_FILE = "open_clip_config.json"  # beside a checkpoint downloaded from the Hugging Face Hub
 
 
 @dataclass(frozen=True)
@@ -255,6 +261,67 @@ def _tag_overrides(name: str, pretrained_tag: str | None) -> tuple[dict, bool]:
     return overrides, bool(tag_cfg.get("quick_gelu", False))
 
 
+def _hub_repo_in_path(checkpoint: Path, repo: str) -> bool:
+    """Whether ``checkpoint`` lies in the Hugging Face cache of ``repo`` (``models--org--name/snapshots/...``) or
+    in a folder named after it (``huggingface-cli download org/name --local-dir name``)."""
+    cached, name = "models--" + repo.replace("/", "--"), repo.rsplit("/", 1)[-1]
+    return any(part in (cached, name) for part in checkpoint.resolve().parent.parts)
+
+
+def _state_keys(checkpoint: Path) -> set[str]:
+    """The top-level keys of a checkpoint, read without loading its tensors (empty if it cannot be read so)."""
+    try:
+        if checkpoint.suffix == ".safetensors":
+            with safe_open(str(checkpoint), framework="pt") as opened:
+                return set(opened.keys())
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a legacy (non-zip) file or a torn one: open_clip's own load reports it
+        return set()
+    saved = saved.get("state_dict", saved) if isinstance(saved, dict) else saved
+    return {key.removeprefix("module.") for key in saved} if isinstance(saved, dict) else set()
+
+
+def openai_release(name: str, checkpoint: Path | None) -> tuple[str | None, str] | None:
+    """Whether ``checkpoint`` holds weights released to run with QuickGELU (OpenAI's CLIP, or another release
+    open_clip builds with QuickGELU), as open_clip tells: ``(its open_clip tag or None, the evidence)``, else None.
+
+    Evidence, in order: the file lies in the Hugging Face cache (or a folder named after) a repository that
+    open_clip's pretrained table lists for ``name`` with ``quick_gelu``; an ``open_clip_config.json`` beside it
+    (a Hub download) says ``quick_gelu``; its keys are OpenAI's own state dict's (:data:`OPENAI_STATE_KEYS`).
+    """
+    if checkpoint is None:
+        return None
+    for tag in open_clip.list_pretrained_tags_by_model(name):
+        cfg = open_clip.get_pretrained_cfg(name, tag)
+        repo = (cfg.get("hf_hub") or "").strip("/")
+        if cfg.get("quick_gelu") and repo and _hub_repo_in_path(checkpoint, repo):
+            return tag, f"it comes from {repo}, open_clip's {name} '{tag}' release"
+    hub_config = checkpoint.parent / HUB_CONFIG_FILE
+    if hub_config.is_file():
+        try:
+            config = json.loads(hub_config.read_text())
+        except (OSError, ValueError, RecursionError):
+            config = None
+        model_cfg = config.get("model_cfg", config) if isinstance(config, dict) else None
+        if isinstance(model_cfg, dict) and model_cfg.get("quick_gelu") is True:
+            return None, f"the {HUB_CONFIG_FILE} beside it says quick_gelu"
+    if set(OPENAI_STATE_KEYS) <= _state_keys(checkpoint):
+        return ("openai" if "openai" in open_clip.list_pretrained_tags_by_model(name) else None,
+                f"it is OpenAI's own state dict ({', '.join(OPENAI_STATE_KEYS)})")
+    return None
+
+
+def _openai_state_dict(checkpoint: Path) -> dict[str, torch.Tensor] | None:
+    """OpenAI's own state dict without the keys open_clip's models lack (as open_clip's ``load_openai_model``
+    drops them), or None for any other file (open_clip reads those itself)."""
+    if not set(OPENAI_STATE_KEYS) <= _state_keys(checkpoint):
+        return None
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    saved = saved.get("state_dict", saved)
+    return {key.removeprefix("module."): value for key, value in saved.items()
+            if key.removeprefix("module.") not in OPENAI_STATE_KEYS}
+
+
 def build_clip_teacher(
     name: str,
     checkpoint: str | Path | None = None,
@@ -271,13 +338,14 @@ def build_clip_teacher(
         pretrained_tag: the open_clip tag the checkpoint was released under (``openai``,
             ``laion2b_s34b_b79k``, ...): its mean/std, resize mode and QuickGELU are applied, as
             ``open_clip.create_model_and_transforms(name, pretrained=tag)`` would. Nothing is downloaded.
+            Without it, a checkpoint that open_clip tells is a QuickGELU release (:func:`openai_release`:
+            OpenAI's weights) is built with QuickGELU (``<name>-quickgelu``), with one line saying so; a
+            tag that says otherwise for such a file is refused.
         seed: initialises a random model (the global RNG is left untouched).
         device: where the model lives.
     """
     model_cfg = check_model_name(name)
-    preprocess_overrides, quick_gelu = _tag_overrides(name, pretrained_tag)
-    quick_gelu = quick_gelu or bool(model_cfg.get("quick_gelu", False))
-    pretrained = None
+    pretrained, state_dict = None, None
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
         if not checkpoint.is_file():
@@ -289,6 +357,23 @@ def build_clip_teacher(
                 "timm/vit_base_patch32_clip_224.openai for ViT-B-32) with --pretrained-tag openai"
             )
         pretrained = str(checkpoint.resolve())  # an absolute path is never taken for a tag to download
+    preprocess_overrides, quick_gelu = _tag_overrides(name, pretrained_tag)
+    release = openai_release(name, checkpoint)
+    if release is not None and not (quick_gelu or model_cfg.get("quick_gelu")):
+        tag, evidence = release
+        if pretrained_tag is not None:
+            raise SrwError(f"{checkpoint.name} needs QuickGELU ({evidence}), but --pretrained-tag {pretrained_tag} "
+                           f"builds {name} with GELU; pass --pretrained-tag {tag or 'openai'} or --teacher "
+                           f"{name}-quickgelu")
+        if tag is not None:
+            pretrained_tag = tag
+            preprocess_overrides, _ = _tag_overrides(name, tag)
+        quick_gelu = True
+        print(f"note: {checkpoint.name}: {evidence}; building {name} with QuickGELU, as open_clip's "
+              f"{name}-quickgelu" + (f" (--pretrained-tag {tag})" if tag else ""), file=sys.stderr)
+    quick_gelu = quick_gelu or bool(model_cfg.get("quick_gelu", False))
+    if checkpoint is not None and (state_dict := _openai_state_dict(checkpoint)) is not None:
+        pretrained = None  # OpenAI's own keys: open_clip's strict load of the file would refuse them
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
@@ -302,6 +387,8 @@ def build_clip_teacher(
                 weights_only=True,
                 device="cpu",
             )
+            if state_dict is not None:
+                model.load_state_dict(state_dict, strict=True)
         except Exception as error:  # open_clip and torch raise many types: a torn file, another model's weights
             raise SrwError(f"cannot load {name} from {checkpoint}: {_summary(error)}") from None
     model = model.eval().requires_grad_(False).to(device)

@@ -2,7 +2,9 @@
 
 A recipe fills what the user leaves unset: CIFAR: SGD momentum 0.9, lr 0.05 (0.01 for ShuffleNet and
 MobileNet students), weight decay 5e-4, batch 64, 240 epochs, x0.1 at epochs 150/180/210;
-ImageNet: SGD lr 0.2, batch 512, weight decay 1e-4, 100 epochs, x0.1 at 30/60/90.
+ImageNet: SGD lr 0.2, batch 512, weight decay 1e-4, 100 epochs, x0.1 at 30/60/90. A recipe's batch is
+the global batch (``--batch-size`` x ranks x ``--grad-accum``). Training is fp32, as mdistiller's
+(``--amp off``; ``--amp bf16`` is an opt-in).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from mobilesam_srw.cls.data import DATASET_FAMILY, DATASETS
 from mobilesam_srw.cls.methods import METHODS
 from mobilesam_srw.engine import EngineConfig
-from mobilesam_srw.engine.config import OPTIMIZERS, SCHEDULES
+from mobilesam_srw.engine.config import AMP_MODES, OPTIMIZERS, SCHEDULES
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.options import option
 from mobilesam_srw.srw import MIN_TAU
@@ -77,6 +79,9 @@ class ClsTrainConfig(EngineConfig):
     weight_decay: float | None = option(None, minimum=0, help="SGD weight decay (default: the recipe's)")
     milestones: list[int] | None = option(None, minimum=1, help="epochs of lr x --lr-decay (default: the recipe's)")
     augment: bool = option(True, help="no training augmentation", flag="--no-augment")
+    amp: str = option("off", choices=AMP_MODES, help="mixed precision: off = fp32, as mdistiller trains (its "
+                                                     "recipes' numbers); bf16 (or auto: bf16 on GPUs that support "
+                                                     "it) is faster, an opt-in; fp16 uses a grad scaler")
 
     RUN_FIELDS = EngineConfig.RUN_FIELDS + ("dataset", "student", "teacher", "method", "srw", "srw_feature")
 

@@ -2,7 +2,9 @@
 
 A sweep is GPU-days, so ``srw-cls sweep`` does not run it: it writes ``commands.txt`` (one
 ``srw-cls train`` per run, ``--resume``-safe), ``run_all.sh`` (one after another, or each under
-``torchrun``) and ``sweep.sbatch`` (a SLURM array, one task per line of ``commands.txt``).
+``torchrun``) and ``sweep.sbatch`` (a SLURM array, one task per line of ``commands.txt``). Every run keeps
+its recipe's global batch and lr: with ``--gpus N`` each command names the per-rank ``--batch-size``
+(the recipe's batch / N; an N that does not divide it is refused).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobilesam_srw.atomic import atomic_path
-from mobilesam_srw.cls.config import ClsTrainConfig
+from mobilesam_srw.cls.config import RECIPES, ClsTrainConfig
 from mobilesam_srw.cls.data import DATASET_FAMILY
 from mobilesam_srw.cls.methods import METHODS
 from mobilesam_srw.cls.models import MODEL_FAMILIES
@@ -60,6 +62,14 @@ class Sweep:
             if unknown := [name for name in (teacher, student) if name not in models]:
                 raise SrwError(f"--pairs: {unknown[0]!r} is not a {self.dataset} model ({', '.join(models)})")
         check_options(self)  # taus positive and finite, seeds >= 0, gpus >= 1, choices
+        if self.global_batch % self.gpus:
+            raise SrwError(f"--gpus {self.gpus} does not divide the {self.dataset} recipe's global batch "
+                           f"{self.global_batch}; choose a divisor (each rank takes an equal share)")
+
+    @property
+    def global_batch(self) -> int:
+        """The recipe's batch, which every run keeps whatever the GPU count."""
+        return RECIPES[DATASET_FAMILY[self.dataset]].batch_size
 
     def runs(self) -> list[tuple[str, list[str]]]:
         """(run folder name, ``srw-cls train`` arguments) of every run; each folder is named once."""
@@ -83,6 +93,8 @@ class Sweep:
                 method,
                 "--seed",
                 str(seed),
+                "--batch-size",  # per rank: the recipe's global batch over the ranks
+                str(self.global_batch // self.gpus),
                 *self.extra,
             ]
             variants = [(f"{method}", [])] if self.vanilla else []

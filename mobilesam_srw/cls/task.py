@@ -23,6 +23,12 @@ from mobilesam_srw.metrics import topk_correct
 STUDENT_RECORD = "srw-cls student"
 
 
+def srw_feature(logits: torch.Tensor, features: dict, name: str) -> torch.Tensor:
+    """The teacher output Eq. 4 compares (``--srw-feature``): ``penultimate`` (the pooled penultimate feature)
+    or ``logits``; training weights and ``srw-cls eval``'s bands both take it from here."""
+    return features["pooled_feat"] if name == "penultimate" else logits
+
+
 class ClsTask(Task):
     """Distil (or, without a method, train) a classifier on CIFAR, ImageNet or scikit-learn's digits."""
 
@@ -87,8 +93,8 @@ class ClsTask(Task):
         if self.teacher is None:
             return Targets()
         logits, features = self.teacher(batch["image"])
-        srw_feature = features["pooled_feat"] if self.config.srw_feature == "penultimate" else logits
-        return Targets(features=srw_feature.float(), data=(logits.float(), features))
+        compared = srw_feature(logits, features, self.config.srw_feature)
+        return Targets(features=compared.float(), data=(logits.float(), features))
 
     def losses(self, model: nn.Module, batch: dict, targets: Targets, epoch: int) -> Losses:
         method = self.method

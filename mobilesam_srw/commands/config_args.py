@@ -32,6 +32,9 @@ def _scalar_type(annotation: Any) -> tuple[type, bool]:
 
 
 def _default_text(field: dataclasses.Field) -> str:
+    """`` (default X)`` for the help line, or nothing when the default is unset, empty, or already in the help."""
+    if "(default" in field.metadata["help"]:  # the help says it in its own words
+        return ""
     default = field.default
     if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
         made = field.default_factory()

@@ -2,7 +2,7 @@
 
 One process or many under torchrun (DDP; NCCL on GPUs, gloo on CPUs). The run folder::
 
-    config.json            the run's settings
+    config.json            the run's settings, with its global batch (batch_size x ranks x grad_accum) and ranks
     metrics.jsonl          one line per step (loss and its terms, lr, samples/s, SRW weight max and tail share,
                            data wait) and per validation
     tensorboard/           the same as TensorBoard scalars
@@ -50,7 +50,14 @@ def _start(engine: Engine) -> None:
         raise SrwError(f"{config.out} already holds a run; pass --resume to continue it, or choose another --out")
     if engine.ctx.is_main:
         checkpoint.clean_checkpoint_folder(config.out)
-        write_json(config.out / CONFIG_FILE, {k: _json_value(v) for k, v in asdict(config).items()})
+        write_json(config.out / CONFIG_FILE, {**recorded_config(config), "global_batch": engine.plan.global_batch,
+                                              "ranks": engine.ctx.world_size})
+
+
+def recorded_config(config) -> dict:
+    """``config.json``: the run's settings, without the options its task does not use (``UNUSED_OPTIONS``)."""
+    unused = set(getattr(type(config), "UNUSED_OPTIONS", ()))
+    return {k: _json_value(v) for k, v in asdict(config).items() if k not in unused}
 
 
 def fit(task: Task) -> dict:
@@ -65,6 +72,19 @@ def fit(task: Task) -> dict:
             return _train(engine, validation)
 
 
+def _report_held_out(task: Task, epoch: int, epochs: int, held_out: dict, best: tuple[float, int] | None
+                     ) -> tuple[float, int]:
+    """Print the epoch's held-out loss (and the plain distillation loss) with the lowest so far; returns that."""
+    loss = held_out["loss"]
+    best = (loss, epoch) if best is None or loss < best[0] else best
+    plain = held_out.get(task.plain_loss_name)
+    tqdm.write(f"train: epoch {epoch}/{epochs}: held-out loss {loss:.5g}"
+               + (f" (plain {task.plain_loss_name} {plain:.5g})" if plain is not None else "")
+               + f"; lowest so far {best[0]:.5g} at epoch {best[1]} (checkpoints/epoch_{best[1]:03d}.pt)",
+               file=sys.stderr)
+    return best
+
+
 def _train(engine: Engine, validation) -> dict:
     """The epoch loop of a started run; returns the last step's metrics and the last validation."""
     task, config, ctx = engine.task, engine.config, engine.ctx
@@ -77,7 +97,7 @@ def _train(engine: Engine, validation) -> dict:
               f"{engine.plan.steps_per_epoch} steps/epoch, {last_step} steps, on {ctx.device}", file=sys.stderr)
     bar = tqdm(total=last_step, initial=engine.step, unit="step", desc="train",
                disable=not (config.progress and ctx.is_main))
-    metrics, held_out = {}, {}
+    metrics, held_out, best = {}, {}, None
     try:
         steps_per_epoch = engine.plan.steps_per_epoch
         while engine.step < last_step:
@@ -97,6 +117,8 @@ def _train(engine: Engine, validation) -> dict:
                 if validation is not None:
                     held_out = engine.validate(validation)
                     logger.log(engine.step, held_out, prefix="val")
+                    if ctx.is_main:
+                        best = _report_held_out(task, epoch + 1, config.epochs, held_out, best)
     finally:
         bar.close()
         logger.close()

@@ -8,7 +8,8 @@ and the objective is ``sum_i s_i l_i``:
 - ``batch`` scope: the G samples of the global batch are one group. Eq. 4 factors as
   ``avesim_i = <f_i/|f_i|, c>`` with ``c = 1/G sum_j f_j/|f_j|``: one all-reduce of a D-vector
   gives ``c`` on every rank, and an all-gather of the G avesim values gives Eq. 5 over the
-  whole batch, so ``s_i = w_i`` does not depend on the number of ranks or micro-batches.
+  whole batch, so ``s_i = w_i`` does not depend on the number of ranks or micro-batches
+  (:func:`mobilesam_srw.srw_batch.batch_weights`, shared with :class:`mobilesam_srw.SRWLoss`).
 - ``local`` scope: the group is each rank's micro-batch: ``s_i = w_i / (ranks x accum)``.
 
 Each rank then backpropagates ``ranks x sum_{i in micro} s_i l_i`` per micro-batch, which DDP's
@@ -20,15 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 
 from mobilesam_srw.distributed import DistributedContext
-from mobilesam_srw.srw import (
-    average_similarity,
-    similarity_to_centroid,
-    srw_weights,
-    unit_vector_sum,
-)
+from mobilesam_srw.srw import average_similarity, srw_weights
+from mobilesam_srw.srw_batch import batch_weights
 
 
 @dataclass
@@ -66,36 +62,10 @@ def tail_weight_fraction(weights: torch.Tensor, avesim: torch.Tensor, mask: torc
 def item_weights(avesim: torch.Tensor, tau: float, normalizer: str, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``[B, N]`` weights of each sample's N items (Eq. 5 per row).
 
-    With ``mask``, masked items get weight 0 and the others are renormalised to sum to 1; for
-    ``softmax`` this is exactly Eq. 5 over the valid items.
+    With ``mask``, masked items get weight 0 and Eq. 5 runs over the valid items only
+    (:func:`~mobilesam_srw.srw.srw_weights`' mask, the same as :class:`~mobilesam_srw.SRWLoss`').
     """
-    weights = srw_weights(avesim, tau, normalizer)
-    if mask is None:
-        return weights
-    weights = weights * mask
-    return weights / weights.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
-
-
-def global_average_similarity(features: list[torch.Tensor], ctx: DistributedContext) -> list[torch.Tensor]:
-    """Eq. 4 over the global batch: this rank's micro-batches ``[b, D]`` -> their avesim ``[b]``."""
-    items = [f.float() for f in features]
-    total = torch.stack([unit_vector_sum(f) for f in items]).sum(dim=0)
-    count = torch.tensor(float(sum(f.shape[0] for f in items)), device=total.device)
-    if ctx.is_distributed:
-        packed = torch.cat([total, count[None]])
-        dist.all_reduce(packed)
-        total, count = packed[:-1], packed[-1]
-    centroid = total / count
-    return [similarity_to_centroid(f, centroid) for f in items]
-
-
-def _gather(values: torch.Tensor, ctx: DistributedContext) -> tuple[torch.Tensor, int]:
-    """All ranks' equal-length ``values`` concatenated, and where this rank's part starts."""
-    if not ctx.is_distributed:
-        return values, 0
-    parts = [torch.empty_like(values) for _ in range(ctx.world_size)]
-    dist.all_gather(parts, values.contiguous())
-    return torch.cat(parts), ctx.rank * values.shape[0]
+    return srw_weights(avesim, tau, normalizer, mask=mask)
 
 
 @dataclass
@@ -138,11 +108,9 @@ def step_weights(targets: list, scope: str, tau: float, normalizer: str, ctx: Di
             stats.add(weights, avesim)
             sample.append(weights * (weights.shape[0] / global_batch))
         return StepWeights(sample, [None] * len(targets), stats)
-    avesims = global_average_similarity([t.features for t in targets], ctx)
-    sizes = [a.shape[0] for a in avesims]
-    everyone, start = _gather(torch.cat(avesims), ctx)
-    weights = srw_weights(everyone, tau, normalizer)  # Eq. 5 over the whole global batch
+    # Eq. 4-5 over the whole global batch, the implementation SRWLoss uses (ranks hold equal micro-batches)
+    weights = batch_weights([t.features for t in targets], tau, normalizer, distributed=ctx.is_distributed,
+                            same_size=True)
     if ctx.is_main:  # the one group is the same on every rank: count it once
-        stats.add(weights, everyone)
-    mine = weights[start : start + sum(sizes)]
-    return StepWeights(list(mine.split(sizes)), [None] * len(targets), stats)
+        stats.add(weights.weights, weights.avesim)
+    return StepWeights(weights.local, [None] * len(targets), stats)

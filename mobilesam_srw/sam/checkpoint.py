@@ -48,6 +48,12 @@ def load_student(path: Path) -> tuple[SamStudent, dict]:
     record = load(path)
     if "student" not in record or "model" not in record:
         raise SrwError(f"{path} is not a student file or training checkpoint of srw-sam")
+    if record.get("family") == "sam2":  # a student of a SAM 2 teacher (three maps)
+        from mobilesam_srw.sam.sam2_student import build_sam2_student
+
+        student = build_sam2_student(record["student"], record["img_size"])
+        student.load_state_dict(record["model"])
+        return student.eval(), record
     student = build_student(record["student"], record["img_size"], record.get("stride", PATCH_SIZE))
     student.load_state_dict(record["model"])
     return student.eval(), record

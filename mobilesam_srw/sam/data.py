@@ -21,21 +21,24 @@ class EmbeddingShards(Dataset):
     Args:
         samples: from :func:`mobilesam_srw.shards.index_shards`.
         input_size: the encoder input size S; images are padded to ``S x S``.
+        maps: further target maps to read (SAM 2's ``high_res_0``, ``high_res_1``).
 
     Each item: ``image`` ``[3, S, S]`` uint8 (padded), ``size`` ``[2]`` (h, w),
     ``embedding`` ``[C, H, W]`` (fp16 stays fp16), ``avesim`` ``[H*W]`` float32 (stored, or computed
-    from the embedding when a shard has none: :func:`~mobilesam_srw.shards.decode_sample`), ``key``.
+    from the embedding when a shard has none: :func:`~mobilesam_srw.shards.decode_sample`), ``key``,
+    and each of ``maps`` by name.
     """
 
-    def __init__(self, samples: list[dict[str, FileSpan]], input_size: int) -> None:
+    def __init__(self, samples: list[dict[str, FileSpan]], input_size: int, maps: tuple[str, ...] = ()) -> None:
         self.samples = samples
         self.input_size = input_size
+        self.maps = tuple(maps)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict:
-        sample = shards.read_indexed(self.samples[index], as_float32=False)
+        sample = shards.read_indexed(self.samples[index], as_float32=False, maps=self.maps)
         embedding = torch.from_numpy(sample.embedding)
         return {
             "image": pad_image(sample.image, self.input_size),
@@ -43,6 +46,7 @@ class EmbeddingShards(Dataset):
             "embedding": embedding,
             "avesim": torch.from_numpy(sample.avesim).flatten(),
             "key": sample.key,
+            **{name: torch.from_numpy(sample.maps[name]) for name in self.maps},
         }
 
 

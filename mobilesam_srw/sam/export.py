@@ -15,7 +15,7 @@ from mobilesam_srw.sam.mobilesam_format import to_mobilesam
 from mobilesam_srw.sam.student import SamStudent
 from mobilesam_srw.sam.teachers import decoder_from_checkpoint
 from mobilesam_srw.sam.teachers.loading import prompt_and_decoder
-from mobilesam_srw.sam.transforms import PATCH_SIZE
+from mobilesam_srw.sam.transforms import INPUT_SIZE, PATCH_SIZE
 
 MOBILESAM_STUDENT = "tinyvit-5m"  # the architecture of MobileSAM's vit_t
 
@@ -34,6 +34,16 @@ def student_sam(student: SamStudent, sam_checkpoint: Path) -> Sam:
     return sam.eval()
 
 
+def check_mobilesam_student(student: SamStudent) -> None:
+    """A one-line error unless ``student`` is MobileSAM's vit_t (``tinyvit-5m``, 1024 px, stride 16), the only
+    student MobileSAM's code loads; the error says what works instead (ONNX)."""
+    if (student.name, student.img_size, student.stride) != (MOBILESAM_STUDENT, INPUT_SIZE, PATCH_SIZE):
+        raise SrwError(f"--format pt writes MobileSAM's vit_t ({MOBILESAM_STUDENT} at {INPUT_SIZE} px, stride "
+                       f"{PATCH_SIZE}), which MobileSAM's code builds and nothing else; this run's student is "
+                       f"{student.name} at {student.img_size} px, stride {student.stride}: export it with --format "
+                       "onnx --with-decoder (encoder and the teacher's decoder, run with onnxruntime)")
+
+
 def export_mobilesam(run: Path, sam_checkpoint: Path, out: Path) -> dict[str, torch.Tensor]:
     """Write ``out``: MobileSAM's ``image_encoder.*`` from the run, the rest from the SAM checkpoint.
 
@@ -44,9 +54,7 @@ def export_mobilesam(run: Path, sam_checkpoint: Path, out: Path) -> dict[str, to
     if out.is_dir():
         raise SrwError(f"--out {out} is a folder; name the checkpoint file to write, e.g. {out / 'mobile_sam_srw.pt'}")
     student, _ = checkpoint.load_student(run)
-    if student.name != MOBILESAM_STUDENT or student.stride != PATCH_SIZE:
-        raise SrwError(f"MobileSAM's vit_t is {MOBILESAM_STUDENT} at stride {PATCH_SIZE}; this run's student is "
-                       f"{student.name} at stride {student.stride}")
+    check_mobilesam_student(student)
     state = {**to_mobilesam(student), **prompt_and_decoder(sam_checkpoint)}
     checkpoint.save(Path(out), state)
     return state

@@ -19,6 +19,7 @@ from mobilesam_srw.sam.preprocessing import (
     SamPreprocessing,
     student_input,
 )
+from mobilesam_srw.sam.prompts import prompt_transform
 from mobilesam_srw.sam.student import SamStudent
 from mobilesam_srw.sam.transforms import pad_image
 from mobilesam_srw.shards import ShardSample
@@ -40,6 +41,7 @@ class EmbeddingPredictor(SamPredictor):
 
     def __init__(self, sam: Sam) -> None:
         super().__init__(sam)
+        self.transform = prompt_transform(sam)  # boxes as the teacher's inference maps them (LiteMedSAM: truncated)
         self._embedding: torch.Tensor | None = None
         self._sizes: tuple[tuple[int, int], tuple[int, int]] | None = None
 
@@ -56,6 +58,24 @@ class EmbeddingPredictor(SamPredictor):
         if self._sizes is None:
             raise RuntimeError("EmbeddingPredictor: call set_embedding first")
         return self._sizes[0]
+
+    @property
+    def frame_size(self) -> int:
+        """The teacher's square input size S (its embedding grid is S / patch size on a side)."""
+        return self.model.image_encoder.img_size
+
+    @property
+    def input_extent(self) -> tuple[int, int]:
+        """``(h, w)`` the image covers in the teacher's S x S input (the rest is padding)."""
+        return self.input_size
+
+    def input_points(self, points: np.ndarray) -> np.ndarray:
+        """Original-image ``(x, y)`` points in the teacher's input frame."""
+        return self.transform.apply_coords(points, self.original_size)
+
+    def automatic_masks(self, points_per_side: int, **generator_options) -> list[dict]:
+        """:func:`automatic_masks` on this predictor."""
+        return automatic_masks(self, points_per_side, **generator_options)
 
     def _install(self) -> None:
         self.reset_image()
@@ -122,11 +142,14 @@ def generator_default(name: str) -> float:
 
 
 def automatic_masks(predictor: EmbeddingPredictor, points_per_side: int, **generator_options) -> list[dict]:
-    """``SamAutomaticMaskGenerator`` ("everything" mode) on the predictor's installed embedding.
+    """``SamAutomaticMaskGenerator`` ("everything" mode) on the predictor's installed embedding (a predictor of
+    another family, SAM 2's, runs its own generator: its ``automatic_masks``).
 
     Returns its records (``segmentation`` bool masks at the original size, ``area``, ``bbox``,
     ``predicted_iou``, ...), sorted by area, largest first.
     """
+    if not isinstance(predictor, EmbeddingPredictor):
+        return predictor.automatic_masks(points_per_side, **generator_options)
     from segment_anything import SamAutomaticMaskGenerator
 
     generator = SamAutomaticMaskGenerator(predictor.model, points_per_side=points_per_side, **generator_options)

@@ -17,6 +17,7 @@ images on the CPU (:func:`mobilesam_srw.sam.transforms.pad_image`) and call
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
@@ -43,6 +44,9 @@ class Preprocessing(ABC):
 
     input_size: int
     name: ClassVar[str] = ""
+    # True: the resized image lies at the top left of the S x S input, the rest is padding; False: the
+    # input is the whole image stretched to S x S (SAM 2), so every patch is image.
+    pads: ClassVar[bool] = True
 
     @abstractmethod
     def resize(self, image: np.ndarray) -> np.ndarray:
@@ -53,6 +57,10 @@ class Preprocessing(ABC):
         """``[B, 3, S, S]`` images padded with anything at the bottom/right, uint8 or float in
         [0, 255], and their ``[B, 2]`` (h, w) -> ``[B, 3, S, S]`` float32 encoder input, zero
         outside each image."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, str]:
+        """What a runtime needs to reproduce this transform, in words and numbers (an ONNX export's metadata)."""
 
     def resized_shape(self, height: int, width: int) -> tuple[int, int]:
         """``(h, w)`` after :meth:`resize` of an image of ``(height, width)``."""
@@ -77,6 +85,13 @@ class SamPreprocessing(Preprocessing):
     def resize(self, image: np.ndarray) -> np.ndarray:
         return ResizeLongestSide(self.input_size).apply_image(image)
 
+    def describe(self) -> dict[str, str]:
+        return {"resize": "longest side to input_size with segment-anything's ResizeLongestSide.apply_image",
+                "normalize": "(pixel - pixel_mean) / pixel_std, RGB in [0, 255]",
+                "pixel_mean": json.dumps(list(transforms.PIXEL_MEAN)),
+                "pixel_std": json.dumps(list(transforms.PIXEL_STD)),
+                "pad": "zeros at the bottom and right to input_size x input_size, after normalising"}
+
     def normalize_padded(self, images: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
         return transforms.normalize_padded(images, sizes)
 
@@ -90,6 +105,12 @@ class LiteMedSamPreprocessing(Preprocessing):
     def resize(self, image: np.ndarray) -> np.ndarray:
         height, width = self.resized_shape(*image.shape[:2])
         return cv2.resize(np.ascontiguousarray(image), (width, height), interpolation=cv2.INTER_AREA)
+
+    def describe(self) -> dict[str, str]:
+        return {"resize": "longest side to input_size with cv2.resize(..., interpolation=cv2.INTER_AREA), new sides "
+                          "int(side * input_size / longest + 0.5)",
+                "normalize": f"per image, over all three channels: (pixel - min) / max(max - min, {MIN_MAX_EPSILON:g})",
+                "pad": "zeros at the bottom and right to input_size x input_size, after normalising"}
 
     def normalize_padded(self, images: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
         valid = transforms.valid_pixel_mask(sizes, images.shape[-1])

@@ -9,10 +9,12 @@ every evaluation mode and figure runs per image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from segment_anything.modeling import Sam
+from torch import nn
 
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam.predictor import EmbeddingPredictor, student_embedding
@@ -57,6 +59,8 @@ class PromptModels:
     students: dict[str, tuple[SamStudent, EmbeddingPredictor]]
     preprocessing: Preprocessing
 
+    predictor_class: ClassVar[type] = EmbeddingPredictor  # a teacher family's predictor on given features
+
     @classmethod
     def build(cls, decoder: Sam, students: dict[str, SamStudent], device: torch.device,
               preprocessing: Preprocessing) -> "PromptModels":
@@ -70,9 +74,24 @@ class PromptModels:
             preprocessing: the teacher's.
         """
         decoder = decoder.to(device)
-        return cls(EmbeddingPredictor(decoder),
-                   {label: (student.to(device).eval(), EmbeddingPredictor(decoder)) for label, student in students.items()},
+        return cls(cls.predictor_class(decoder),
+                   {label: (student.to(device).eval(), cls.predictor_class(decoder))
+                    for label, student in students.items()},
                    preprocessing)
+
+    def install_stored(self, sample: ShardSample) -> None:
+        """Install the sample's stored teacher features in the teacher's predictor."""
+        original_size, input_size = tuple(sample.meta["original_size"]), tuple(sample.meta["input_size"])
+        self.teacher.set_embedding(torch.from_numpy(sample.embedding), original_size, input_size)
+
+    def student_outputs(self, student: nn.Module, sample: ShardSample, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The student's features of the sample's stored image."""
+        return (student_embedding(student, sample, device, self.preprocessing),)
+
+    def install_outputs(self, predictor: EmbeddingPredictor, outputs: tuple[torch.Tensor, ...],
+                        sample: ShardSample) -> None:
+        """Install a student's :meth:`student_outputs` in its predictor."""
+        predictor.set_embedding(outputs[0], tuple(sample.meta["original_size"]), tuple(sample.meta["input_size"]))
 
     def install(self, sample: ShardSample) -> dict[str, EmbeddingPredictor]:
         """Install the sample's stored teacher embedding and each student's embedding of its stored image.
@@ -82,15 +101,15 @@ class PromptModels:
         Raises:
             NonFiniteEmbedding: an embedding (or the stored avesim) holds NaN or inf; nothing is decoded from it.
         """
-        if not (np.isfinite(sample.embedding).all() and np.isfinite(sample.avesim).all()):
+        stored = [sample.embedding, sample.avesim, *sample.maps.values()]
+        if not all(np.isfinite(values).all() for values in stored):
             raise NonFiniteEmbedding(sample.key, TEACHER_RUN)
-        original_size, input_size = tuple(sample.meta["original_size"]), tuple(sample.meta["input_size"])
-        self.teacher.set_embedding(torch.from_numpy(sample.embedding), original_size, input_size)
+        self.install_stored(sample)
         predictors = {TEACHER_RUN: self.teacher}
         for label, (student, predictor) in self.students.items():
-            embedding = student_embedding(student, sample, predictor.device, self.preprocessing)
-            if not torch.isfinite(embedding).all():
+            outputs = self.student_outputs(student, sample, predictor.device)
+            if not all(torch.isfinite(output).all() for output in outputs):
                 raise NonFiniteEmbedding(sample.key, label)
-            predictor.set_embedding(embedding, original_size, input_size)
+            self.install_outputs(predictor, outputs, sample)
             predictors[label] = predictor
         return predictors

@@ -149,6 +149,14 @@ class _TinyVitTrunk(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.stages(self.patch_embed(images))
 
+    def levels(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's output, NCHW (at stride 16: strides 4, 8, 16, 16), for multi-level students."""
+        outputs, features = [], self.patch_embed(images)
+        for stage in self.stages:
+            features = stage(features)
+            outputs.append(features)
+        return outputs
+
 
 class _TimmFeatures(nn.Module):
     """The deepest feature map of a timm backbone at stride <= 16; for a finer output stride,

@@ -28,6 +28,7 @@ from mobilesam_srw.options import option
 from mobilesam_srw.sam import checkpoint
 from mobilesam_srw.sam.data import EmbeddingShards, embedding_statistics
 from mobilesam_srw.sam.preprocessing import student_input
+from mobilesam_srw.sam.sam2_loss import Sam2LossOptions
 from mobilesam_srw.sam.student import (
     SamStudent,
     build_student,
@@ -42,8 +43,9 @@ STATISTICS_SAMPLES = 64
 
 
 @dataclass(kw_only=True)
-class SamTrainConfig(FeatureDistillationConfig):
-    """``srw-sam train``: the engine's settings (the paper's AdamW, lr 0.002, batch 64, 8 epochs) and these.
+class SamTrainConfig(Sam2LossOptions, FeatureDistillationConfig):
+    """``srw-sam train``: the engine's settings (the paper's AdamW, lr 0.002, batch 64, 8 epochs) and these
+    (the ``high_res_*`` ones apply to SAM 2 teachers' shards: :mod:`~mobilesam_srw.sam.sam2_loss`).
 
     tau 0.5 is ours: the paper gives none for SAM (Table 8: 0.5-1.0 for classification).
     """
@@ -97,16 +99,17 @@ class SamTask(Task):
         self.preprocessing = self.teacher.preprocessing
         self.student_size = config.student_size or self.input_size
         self.stride = student_stride(self.student_size, self.embedding_shape[-1])
+        self.maps: tuple[str, ...] = ()  # further target maps the loader reads (SAM 2's)
 
     def train_dataset(self) -> EmbeddingShards:
-        return EmbeddingShards(shards.index_shards(self.paths), self.input_size)
+        return EmbeddingShards(shards.index_shards(self.paths), self.input_size, self.maps)
 
     def val_dataset(self) -> EmbeddingShards | None:
         if not self.config.val_shards:
             return None
         paths = shards.resolve_shards(self.config.val_shards, "--val-shards", self.config.partial_shards)
         shard_teacher([*self.paths, *paths])  # the same teacher, or one line
-        return EmbeddingShards(shards.index_shards(paths), self.input_size)
+        return EmbeddingShards(shards.index_shards(paths), self.input_size, self.maps)
 
     def build_student(self) -> SamStudent:
         student = build_student(self.config.student, self.student_size, self.stride)

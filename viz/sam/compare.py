@@ -7,8 +7,13 @@ whose best IoU changes most between the first and the last run.
 
 ``prompt="box"`` (the mode for LiteMedSAM, trained with box prompts only): one mask per
 annotation box of the sample, from the teacher and from each run; the prompt boxes are drawn
-dashed, and the red ones are those whose IoU with the teacher's mask changes most between the
-first and the last run. Panel titles give each run's mIoU against the teacher.
+dashed white, and the solid red ones are those whose IoU with the teacher's mask changes most
+between the first and the last run. Panel titles give each run's mIoU against the teacher.
+``prompt="teacher-box"``: the same with boxes from the teacher's own masks
+(:func:`~mobilesam_srw.eval.sam.boxes.teacher_boxes`), for images without annotations.
+
+A legend under the panels says what the box styles mean; :func:`caption` is the sentence a report
+puts under the figure.
 
 The prompt encoder and mask decoder are the teacher's, from the shards' teacher record.
 """
@@ -22,11 +27,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from matplotlib.patches import Patch
 from tqdm import tqdm
 
 from mobilesam_srw import shards
 from mobilesam_srw.distributed import resolve_device
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.eval.sam.boxes import teacher_boxes
 from mobilesam_srw.eval.sam.gt import ground_truth
 from mobilesam_srw.lock import output_lock
 from mobilesam_srw.options import option
@@ -37,7 +44,7 @@ from mobilesam_srw.sam.predictor import (
     automatic_masks,
     generator_default,
 )
-from mobilesam_srw.sam.prompt_models import TEACHER_RUN, PromptModels
+from mobilesam_srw.sam.prompt_models import TEACHER_RUN
 from mobilesam_srw.sam.teachers.shards import shard_teacher
 from mobilesam_srw.sam.transforms import INPUT_SIZE
 from mobilesam_srw.shards import ShardSample
@@ -46,7 +53,9 @@ from mobilesam_srw.viz.sam.config import FigureConfig
 from mobilesam_srw.viz.sam.heatmap import choose_samples
 
 MATCH_SIDE = 256  # masks are compared at this longest side when choosing boxes
-COMPARE_PROMPTS = ("everything", "box")
+COMPARE_PROMPTS = ("everything", "box", "teacher-box")
+BOX_PROMPTS = ("box", "teacher-box")
+CHANGE_COLOUR, PROMPT_COLOUR = "red", "white"
 
 
 @dataclass(kw_only=True)
@@ -60,7 +69,11 @@ class CompareConfig(FigureConfig):
                                                     "teacher)")
     prompt: str = option("everything", choices=COMPARE_PROMPTS,
                          help="everything: automatic masks from a point grid; box: one mask per annotation box "
-                              "(use it with litemedsam, trained with boxes only)")
+                              "(use it with litemedsam, trained with boxes only); teacher-box: one mask per box "
+                              "from the teacher's own masks (no annotations needed)")
+    box_grid: int = option(4, minimum=1, maximum=INPUT_SIZE,
+                           help="teacher-box: boxes per side of the grid of boxes whose teacher masks give the box "
+                                "prompts")
     grid: int = option(16, minimum=1, maximum=INPUT_SIZE, help="points per side of the automatic mask generator")
     pred_iou_thresh: float = option(generator_default("pred_iou_thresh"), minimum=0,
                                     help="SamAutomaticMaskGenerator's predicted-IoU filter")
@@ -132,33 +145,72 @@ def differing_prompts(teacher: list[dict], first: list[dict], last: list[dict], 
 
 
 def compare_figure(sample: ShardSample, panels: dict[str, list[dict]], boxes: list[tuple[list[float], float]],
-                   prompts: list[list[float]] | None = None, titles: dict[str, str] | None = None) -> plt.Figure:
-    """One panel per mask set (teacher first), on the stored image, boxes in red.
+                   prompts: list[list[float]] | None = None, titles: dict[str, str] | None = None,
+                   change: str | None = None) -> plt.Figure:
+    """One panel per mask set (teacher first), on the stored image, boxes in red, and a legend of the boxes.
 
     Args:
         sample: the image.
         panels: title -> mask records (``segmentation`` at the original size).
-        boxes: XYWH boxes (original pixels) drawn in red, with their change.
-        prompts: XYWH prompt boxes drawn dashed (box mode).
+        boxes: XYWH boxes (original pixels) drawn in solid red, with their change.
+        prompts: XYWH prompt boxes drawn dashed white (box modes).
         titles: panel title -> its full title (default ``title (N masks)``).
+        change: what the red boxes mark, for the legend (default: no red entry).
     """
     image = sample.image
     scale = image.shape[0] / sample.meta["original_size"][0]
-    with plt.rc_context(PAPER_STYLE):
-        figure, axes = plt.subplots(1, len(panels), figsize=(FULL_WIDTH_INCHES, FULL_WIDTH_INCHES / len(panels)),
-                                    gridspec_kw={"wspace": 0.04}, squeeze=False)
+    spacing = 0.04
+    panel_width = FULL_WIDTH_INCHES / (len(panels) + spacing * (len(panels) - 1))
+    with plt.rc_context(PAPER_STYLE):  # the panels fill the figure; titles and legend lie outside, kept when saved
+        figure, axes = plt.subplots(1, len(panels), squeeze=False,
+                                    figsize=(FULL_WIDTH_INCHES, panel_width * image.shape[0] / image.shape[1]),
+                                    gridspec_kw={"wspace": spacing, "left": 0, "right": 1, "bottom": 0, "top": 1})
         for axis, (title, records) in zip(axes[0], panels.items()):
             axis.imshow(paint_masks(image, _resize_masks(records, image.shape[:2])))
             for x, y, w, h in prompts or []:
                 axis.add_patch(plt.Rectangle((x * scale, y * scale), w * scale, h * scale, fill=False,
-                                             edgecolor="white", linestyle="--", linewidth=0.6))
-            for (x, y, w, h), change in boxes:
+                                             edgecolor=PROMPT_COLOUR, linestyle="--", linewidth=0.6))
+            for (x, y, w, h), _ in boxes:
                 axis.add_patch(plt.Rectangle((x * scale, y * scale), w * scale, h * scale, fill=False,
-                                             edgecolor="red", linewidth=1.0))
+                                             edgecolor=CHANGE_COLOUR, linewidth=1.0))
             axis.set_title((titles or {}).get(title, f"{title} ({len(records)} masks)"))
             axis.set_xticks([])
             axis.set_yticks([])
+        handles = []
+        if prompts:
+            handles.append(Patch(facecolor="none", edgecolor=PROMPT_COLOUR, linestyle="--", linewidth=0.6,
+                                 label="box prompt (dashed white)"))
+        if change:
+            handles.append(Patch(facecolor="none", edgecolor=CHANGE_COLOUR, linewidth=1.0,
+                                 label=f"{change} (solid red)"))
+        if handles:  # under the panels, on grey so the white dashes show
+            figure.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=1, frameon=True,
+                          facecolor="0.6", edgecolor="0.6", framealpha=1.0, handlelength=2.5)
     return figure
+
+
+def change_label(prompt: str, first: str, last: str) -> str:
+    """What the red boxes of a comparison mark (for its legend)."""
+    what = "prompts" if prompt in BOX_PROMPTS else "teacher masks"
+    return f"{what} whose IoU vs the teacher changes most from {first} to {last}"
+
+
+def caption(prompt: str, runs: list[str], grid: int = 16, box_grid: int = 4) -> str:
+    """The sentence a report puts under a comparison figure: what is drawn."""
+    first, last = runs[0], runs[-1]
+    if prompt == "everything":
+        drawn = (f"Masks of SamAutomaticMaskGenerator ({grid}x{grid} points) from the teacher's stored embedding "
+                 f"and from each run's, each mask in its own colour; panel titles count the masks")
+    else:
+        source = ("each annotation's box" if prompt == "box" else
+                  f"the bounding boxes of the teacher's masks for a {box_grid}x{box_grid} grid of boxes")
+        drawn = (f"One mask per box prompt ({source}; dashed white) from the teacher and from each run, each mask in "
+                 f"its own colour; panel titles give each run's mIoU against the teacher's masks")
+    if len(runs) < 2:
+        return f"{drawn}."
+    what = ("box prompts whose mask's IoU with the teacher's mask" if prompt in BOX_PROMPTS
+            else "teacher masks whose best-matching IoU")
+    return f"{drawn}. Solid red: the {what} changes most from {first} to {last} (at most 3)."
 
 
 def _run_label(run: Path) -> str:
@@ -177,35 +229,39 @@ def draw_comparisons(config: CompareConfig) -> list[Path]:
     teacher = shard_teacher(paths)
     decoder = teacher.decoder(teacher.checkpoint(config.sam_checkpoint))
     students = {_run_label(run): load_student(run)[0] for run in config.runs}
-    models = PromptModels.build(decoder, students, device, teacher.preprocessing)
+    models = teacher.prompt_models(decoder, students, device)
     first_run, last_run = list(students)[0], list(students)[-1]
-    samples = choose_samples(paths, config.keys, config.first)
+    samples = choose_samples(paths, config.keys, config.first, teacher.maps)
     box_prompts = {sample.key: ground_truth(sample)[1] for sample in samples} if config.prompt == "box" else {}
     if config.prompt == "box" and not any(len(boxes) for boxes in box_prompts.values()):
         raise SrwError("--prompt box: the chosen samples hold no valid annotation boxes (shards of --images input "
-                       "have none); use --prompt everything")
+                       "have none); use --prompt teacher-box (boxes from the teacher's own masks)")
+    change = change_label(config.prompt, first_run, last_run) if len(students) > 1 else None
     with output_lock(config.out):
         written, teacher_masks = [], 0
         for sample in tqdm(samples, desc="compare", unit="img", disable=not config.progress):
             predictors = models.install(sample)
-            if config.prompt == "box":
-                prompt_boxes = box_prompts[sample.key]
+            if config.prompt in BOX_PROMPTS:
+                prompt_boxes = (box_prompts[sample.key] if config.prompt == "box"
+                                else teacher_boxes(predictors[TEACHER_RUN], config.box_grid))
                 panels = {label: box_masks(predictor, prompt_boxes) for label, predictor in predictors.items()}
                 boxes = differing_prompts(panels[TEACHER_RUN], panels[first_run], panels[last_run])
                 titles = {label: f"{label}: mIoU vs teacher {100 * prompt_ious(records, panels[TEACHER_RUN]).mean():.1f}"
                           for label, records in panels.items() if label != TEACHER_RUN and records}
                 titles[TEACHER_RUN] = f"{TEACHER_RUN} ({len(prompt_boxes)} box prompts)"
-                figure = compare_figure(sample, panels, boxes, [r["bbox"] for r in panels[TEACHER_RUN]], titles)
+                figure = compare_figure(sample, panels, boxes, [r["bbox"] for r in panels[TEACHER_RUN]], titles,
+                                        change)
             else:
                 panels = {label: automatic_masks(predictor, config.grid, pred_iou_thresh=config.pred_iou_thresh,
                                                  stability_score_thresh=config.stability_thresh)
                           for label, predictor in predictors.items()}
                 boxes = differing_boxes(panels[TEACHER_RUN], panels[first_run], panels[last_run],
                                         tuple(sample.meta["original_size"]))
-                figure = compare_figure(sample, panels, boxes)
+                figure = compare_figure(sample, panels, boxes, change=change)
                 teacher_masks += len(panels[TEACHER_RUN])
             written += save_figure(figure, Path(config.out) / f"compare_{sample.key}")
         if config.prompt == "everything" and not teacher_masks:
             print("compare: warning: the teacher gave no masks at these filters; lower --pred-iou-thresh and "
-                  "--stability-thresh, or use --prompt box with annotated shards", file=sys.stderr)
+                  "--stability-thresh, or use --prompt teacher-box (or --prompt box with annotated shards)",
+                  file=sys.stderr)
         return written

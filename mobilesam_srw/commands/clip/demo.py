@@ -32,6 +32,8 @@ RANDOM_TEACHER_NOTE = (
     "zero-shot evaluation with tail bands, export). For the paper's setting use CC3M, a real CLIP ViT-B checkpoint "
     "and the recipe in README.md."
 )
+FAULTS_NOTE = ("the last tar holds a corrupt JPEG and a sample without a caption on purpose: precompute skips "
+               "each with a warning and records it in the manifest, and the run goes on")
 # Four of the 80 OpenAI ImageNet templates: the text tower runs once per class and template on the CPU.
 DEMO_TEMPLATES = ("a photo of a {}.", "a bad photo of a {}.", "a photo of the large {}.", "itap of a {}.")
 
@@ -89,6 +91,7 @@ def run_clip_demo(config: ClipDemoConfig) -> Path:
     print("demo: " + RANDOM_TEACHER_NOTE.format(teacher=config.teacher).replace("**", ""), file=sys.stderr)
     tars = stages.run("sample data (img2dataset tars, ImageFolder)", _sample_data, out, config,
                       write_sample_img2dataset, write_sample_image_folder)
+    print(f"demo: {FAULTS_NOTE}", file=sys.stderr)  # before precompute warns about them
     manifest = stages.run(f"precompute (random {config.teacher})", run_clip_precompute, ClipPrecomputeConfig(
         img2dataset=[str(tars)], out=out / "shards", teacher=config.teacher, random_teacher=True, seed=config.seed,
         shard_size=16, batch_size=8, workers=0, device="cpu", progress=config.progress))

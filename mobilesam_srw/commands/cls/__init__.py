@@ -39,6 +39,26 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_teacher(parser: argparse.ArgumentParser) -> None:
+    from mobilesam_srw.cls.config import ClsTrainConfig
+
+    add_config_arguments(parser, ClsTrainConfig, exclude=(*NOT_FOR_TEACHER, "student"))
+    parser.add_argument("--model", dest="student", metavar="NAME",
+                        help="the network to train (mdistiller's names: resnet32x4, wrn_40_2, vgg13, ResNet34, ...)")
+    parser.add_argument("--student", dest="student", help=argparse.SUPPRESS)  # its name before --model: still read
+
+
+def _run_train_teacher(args: argparse.Namespace) -> int:
+    from mobilesam_srw.cls.config import ClsTrainConfig
+    from mobilesam_srw.cls.train import train
+    from mobilesam_srw.errors import SrwError
+
+    if args.student is None:
+        raise SrwError("--model is required: the network to train (e.g. resnet32x4)")
+    train(config_from_args(ClsTrainConfig, args, method=None))
+    return 0
+
+
 def _add_eval(parser: argparse.ArgumentParser) -> None:
     from mobilesam_srw.eval.cls.evaluate import ClsEvalConfig
 
@@ -53,8 +73,14 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _add_table(parser: argparse.ArgumentParser) -> None:
+    from mobilesam_srw.metrics import DEFAULT_TOP1_STATISTIC, TOP1_STATISTICS
+
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (globs expanded by the shell)")
     parser.add_argument("--out", type=Path, help="write the tables to this Markdown file too")
+    parser.add_argument("--statistic", choices=tuple(TOP1_STATISTICS), default=DEFAULT_TOP1_STATISTIC,
+                        help="each run's top-1: " + "; ".join(f"{name}: {words}" for name, words in
+                                                              TOP1_STATISTICS.items())
+                        + f" (default {DEFAULT_TOP1_STATISTIC})")
 
 
 def _run_table(args: argparse.Namespace) -> int:
@@ -64,7 +90,7 @@ def _run_table(args: argparse.Namespace) -> int:
 
     if args.out is not None and args.out.is_dir():
         raise SrwError(f"--out {args.out} is a folder; name the Markdown file to write")
-    table = comparison_tables([read_run(run) for run in args.runs])
+    table = comparison_tables([read_run(run) for run in args.runs], args.statistic)
     print(table)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -90,9 +116,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 
 PROGRAM = Program("srw-cls", DESCRIPTION, {
-    "train-teacher": config_command("train a teacher with cross-entropy on the data set's recipe",
-                                    "mobilesam_srw.cls.config:ClsTrainConfig", "mobilesam_srw.cls.train:train",
-                                    exclude=NOT_FOR_TEACHER, values={"method": None}),
+    "train-teacher": Subcommand("train a teacher (--model) with cross-entropy on the data set's recipe",
+                                _add_train_teacher, _run_train_teacher),
     "train": Subcommand("distil a student with KD, FitNet or DKD, --srw to re-weight samples", _add_train,
                         _run_train),
     "eval": Subcommand("top-1/top-5 and Table 4's tail bands of runs, with the Δ between them", _add_eval, _run_eval),

@@ -109,7 +109,8 @@ def _write_report(out: Path, config: ClsDemoConfig, folders: dict, summary: dict
         f"seed{'s' if config.seeds > 1 else ''} each; KD (CE 0.1 + KD 0.9, T 4), DKD (alpha 1, beta 8, T 4, warmup 5 epochs); SRW: tau {config.tau}, "
         "softmax (Eq. 5) over the batch's teacher penultimate features.",
         f"- Bands (Table 4): each fixed batch of 64 test images ranked by the teacher's average similarity; "
-        f"ranks 49-64 are the tail. Time: {seconds:.0f} s.", "",
+        f"ranks 49-64 are the tail. Top-1 and bands are of each run's final weights (the last epoch's; "
+        f"`srw-cls table` reports mdistiller's best over epochs). Time: {seconds:.0f} s.", "",
         "| students | top-1 | " + " | ".join(f"ranks {b}" for b in bands) + " |",
         "|---|---|" + "---|" * len(bands),
     ]

