@@ -254,12 +254,16 @@ def test_clip_export_into_an_earlier_export_keeps_the_users_files(tmp_path):
 
 
 def test_sam_export_refuses_an_output_that_is_an_input(two_runs, tmp_path):
+    from mobilesam_srw.sam.export import export_mobilesam
+
     run = two_runs[0]
-    before = (run / checkpoint.STUDENT_FILE).read_bytes()
-    result = run_in_process("export", "--run", run, "--sam-checkpoint", run / checkpoint.STUDENT_FILE,
-                            "--out", run / checkpoint.STUDENT_FILE)
+    student = run / checkpoint.STUDENT_FILE
+    before = student.read_bytes()
+    with pytest.raises(SrwError, match="is one of the inputs"):  # pt (the CLI first refuses a non-vit_t student)
+        export_mobilesam(run, student, student)
+    result = run_in_process("export", "--run", run, "--format", "onnx", "--out", student)
     assert_one_line_error(result, "is one of the inputs")
-    assert (run / checkpoint.STUDENT_FILE).read_bytes() == before
+    assert student.read_bytes() == before
 
 
 @pytest.mark.parametrize("inside", [".", "shards", "a/b"])
