@@ -515,6 +515,7 @@ def _record_threads(seen: list):
     return stage
 
 
+@pytest.mark.slow  # it calls the demos (stopped at their first stage, a few seconds)
 @pytest.mark.skipif(os.environ.get("OMP_NUM_THREADS") is not None, reason="an explicit OMP_NUM_THREADS is kept")
 @pytest.mark.skipif(torch.get_num_threads() < 2, reason="one thread already")
 def test_the_demos_compute_with_one_thread(tmp_path, monkeypatch):
