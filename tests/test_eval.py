@@ -1,9 +1,11 @@
-"""srw-sam eval: teacher masks equal SamPredictor's, IoU rules, quartiles, the report, bad input."""
+"""srw-sam eval: teacher masks equal SamPredictor's, IoU rules, quartiles, the report, bad input; the exact
+sparse upscale equal to SamPredictor's full-size masks."""
 
 from __future__ import annotations
 
 import csv
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -260,6 +262,255 @@ def test_gt_box_mode_scores_students_against_the_teacher(tiny_shards, tmp_path):
     assert summary["miou_vs_teacher"]["same"] == pytest.approx(100.0)
     assert summary["miou"]["same"] == pytest.approx(summary["miou"]["teacher"])
     assert summary["masks"] == len(sample.meta["annotations"]) and "| same |" in table
+
+
+# --- the exact sparse upscale (issue 21): equal to SamPredictor's full-size masks, bit for bit -----------------
+
+def _postprocess(encoder_size: int):
+    """segment-anything's ``Sam.postprocess_masks`` for an encoder of this size (only its img_size is read)."""
+    from segment_anything.modeling import Sam
+
+    owner = SimpleNamespace(image_encoder=SimpleNamespace(img_size=encoder_size))
+    return lambda masks, input_size, original_size: Sam.postprocess_masks(owner, masks, input_size, original_size)
+
+
+FRAMES = [  # (low-res side, encoder size, input size, original size)
+    (256, 256, (171, 256), (600, 900)),  # LiteMedSAM: the first resize is a copy
+    (64, 256, (171, 256), (437, 655)),  # SAM's layout (the tiny teacher): 64 -> 256, crop, -> original
+    (64, 256, (256, 193), (1001, 755)),  # portrait, odd sizes
+    (64, 256, (256, 256), (120, 120)),  # an image smaller than the input: the second resize shrinks
+]
+
+
+def _logit_sets(low: int) -> list[torch.Tensor]:
+    import torch.nn.functional as F
+
+    generator = torch.Generator().manual_seed(0)
+    noisy = torch.randn(3, low, low, generator=generator) * 4
+    smooth = F.interpolate(torch.randn(3, 1, 6, 6, generator=generator) * 6 + 1, (low, low), mode="bilinear")[:, 0]
+    edge_cases = torch.stack([torch.full((low, low), -3.0), torch.full((low, low), 2.0),
+                              torch.full((low, low), 1e-35)])  # none, all, and positive but tiny
+    return [noisy, smooth.contiguous(), edge_cases]
+
+
+@pytest.mark.parametrize("frame_sizes", FRAMES, ids=["copy-first", "sam", "portrait", "shrink"])
+def test_sparse_upscale_equals_postprocess_masks(frame_sizes):
+    from mobilesam_srw.eval.sam.tiles import TiledMasks
+    from mobilesam_srw.eval.sam.tiles import paired_iou as tiled_iou
+    from mobilesam_srw.eval.sam.upscale import UpscaleFrame
+
+    low, encoder, input_size, original_size = frame_sizes
+    postprocess = _postprocess(encoder)
+    frame = UpscaleFrame.calibrated(postprocess, (low, low), encoder, input_size, original_size)
+    assert frame is not None, "ATen's bilinear arithmetic not reproduced on this machine"
+    for logits in _logit_sets(low):
+        expected = postprocess(logits[:, None], input_size, original_size)[:, 0] > 0
+        tiled = TiledMasks.from_logits(frame, logits)
+        assert torch.equal(tiled.to_dense(original_size), expected)
+        assert torch.equal(tiled.areas(), expected.flatten(1).sum(1, dtype=torch.int32))
+        other = torch.roll(torch.arange(len(logits)), 1)
+        assert torch.equal(tiled_iou(tiled, tiled.select(other)), mask_iou(expected, expected[other]))
+        dense = TiledMasks.from_dense(expected, frame.tile)
+        assert torch.equal(dense.to_dense(original_size), expected)
+        assert torch.equal(tiled_iou(dense, tiled.select(other)), mask_iou(expected, expected[other]))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sparse_upscale_follows_atens_kernel_choice(threads):
+    """ATen resizes SAM's 3 masks of a prompt with its channels-last kernel (four corner terms) when it runs on
+    one thread, and with its generic kernel (nested blends) otherwise, or for one mask: other numbers in the
+    last bits. Each frame calibrates with the call's channels and thread count, and the masks stay equal."""
+    from mobilesam_srw.eval.sam.tiles import MaskTiler
+
+    model = SimpleNamespace(postprocess_masks=_postprocess(256), mask_threshold=0.0,
+                            image_encoder=SimpleNamespace(img_size=256))
+    logits = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 4
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        tiler = MaskTiler(model)
+        for channels, batch in ((3, logits), (1, logits[:, :1])):
+            expected = model.postprocess_masks(batch, (171, 256), (437, 655)) > 0
+            tiled = tiler(batch, (171, 256), (437, 655), channels=channels)
+            assert torch.equal(tiled.to_dense((437, 655)), expected.flatten(0, 1))
+            frame = tiler.frame((64, 64), (171, 256), (437, 655), torch.device("cpu"), channels)
+            assert frame.arithmetic.kernel == ("corners" if threads == 1 and channels == 3 else "nested")
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_fma32_rounds_once():
+    """a*b + c with one rounding: a case where rounding the float64 sum to float32 rounds twice and errs."""
+    from mobilesam_srw.eval.sam.upscale import fma32
+
+    a, b, c = torch.tensor([(1 + 2**-10) * 2**-24]), torch.tensor([1 - 2**-10 + 2**-20]), torch.tensor([1.0])
+    assert (a.double() * b.double() + c.double()).float().item() == 1.0  # double rounding: wrong
+    assert fma32(a, b, c).item() == 1 + 2**-23  # exact: 1 + 2^-24 + 2^-54, above the tie
+    x, y, z = (torch.randn(1000, generator=torch.Generator().manual_seed(s)) for s in range(3))
+    assert torch.equal(fma32(x, y, torch.zeros_like(z)), x * y) and torch.equal(fma32(x, torch.ones_like(y), z), x + z)
+
+
+def test_other_arithmetic_is_refused_and_upscaled_in_full():
+    """A kernel the frame does not reproduce (here align_corners=True) gets no frame; MaskTiler then
+    upscales in full and the IoUs stay exact."""
+    import torch.nn.functional as F
+
+    from mobilesam_srw.eval.sam.tiles import MaskTiler
+    from mobilesam_srw.eval.sam.tiles import paired_iou as tiled_iou
+    from mobilesam_srw.eval.sam.upscale import UpscaleFrame
+
+    def other(masks, input_size, original_size):
+        return F.interpolate(masks[..., : input_size[0], : input_size[1]], original_size, mode="bilinear",
+                             align_corners=True)
+
+    assert UpscaleFrame.calibrated(other, (64, 64), 64, (48, 64), (300, 400)) is None
+    model = SimpleNamespace(postprocess_masks=other, mask_threshold=0.0, image_encoder=SimpleNamespace(img_size=64))
+    logits = _logit_sets(64)[1]
+    with pytest.warns(UserWarning, match="upscaled in full"):
+        tiled = MaskTiler(model)(logits, (48, 64), (300, 400), channels=1)
+    expected = other(logits[:, None], (48, 64), (300, 400))[:, 0] > 0
+    assert torch.equal(tiled.to_dense((300, 400)), expected)
+    assert torch.equal(tiled_iou(tiled, tiled.select(torch.tensor([2, 0, 1]))), mask_iou(expected, expected[[2, 0, 1]]))
+
+
+def test_decode_gives_predict_torchs_low_res_logits(tiny_shards):
+    from mobilesam_srw import shards
+
+    sample = next(shards.iterate_shards(shards.shard_paths([tiny_shards])))
+    predictor = EmbeddingPredictor(decoder_sam(tiny_shards / TINY_TEACHER_FILE, 256))
+    predictor.set_embedding(torch.from_numpy(sample.embedding), sample.meta["original_size"], sample.meta["input_size"])
+    points = grid_points(3, tuple(sample.meta["original_size"]))
+    logits, scores = next(predictor.point_logits(points, batch_size=9))
+    masks, expected_scores, expected_logits = predictor.predict_torch(*predictor._point_prompts(points))
+    assert torch.equal(logits, expected_logits) and torch.equal(scores, expected_scores)
+    boxes = np.array([[10, 20, 120, 90], [0, 0, 50, 50]], dtype=np.float64)
+    box_logits, _ = next(predictor.box_logits(boxes))
+    _, _, expected_box_logits = predictor.predict_torch(None, None, boxes=predictor._box_prompts(boxes),
+                                                        multimask_output=False)
+    assert torch.equal(box_logits, expected_box_logits)
+
+
+@pytest.mark.parametrize("mode, options", [("grid", dict(grids=[3, 4])), ("gt", dict(prompt="box")),
+                                           ("gt", dict(prompt="center")),
+                                           ("everything", dict(grids=[4], pred_iou_thresh=0.0, stability_thresh=0.0))],
+                         ids=["grid", "gt-box", "gt-center", "everything"])
+def test_sparse_masks_give_the_references_report(tiny_shards, two_runs, tmp_path, mode, options):
+    """Every mode end to end: the fast path's summary and per-image rows equal the reference's (every mask
+    upscaled in full), value for value."""
+    summaries = [evaluate(EvalConfig(shards=[str(tiny_shards)], students=two_runs, out=tmp_path / masks, mode=mode,
+                                     masks=masks, limit=2, points_per_batch=5, progress=False, device="cpu", **options))
+                 for masks in ("sparse", "full")]
+    assert summaries[0] == summaries[1]
+    assert (tmp_path / "sparse" / "per_image.csv").read_text() == (tmp_path / "full" / "per_image.csv").read_text()
+
+
+def _installed(tiny_shards, runs: int = 3) -> tuple:
+    """The first shard sample and predictors on the tiny teacher's decoder: its stored embedding, then
+    perturbed copies of it as students (masks near the teacher's, not equal)."""
+    from mobilesam_srw import shards
+
+    sample = next(shards.iterate_shards(shards.shard_paths([tiny_shards])))
+    decoder = decoder_sam(tiny_shards / TINY_TEACHER_FILE, 256)
+    generator = torch.Generator().manual_seed(0)
+    predictors = {}
+    for index in range(runs):
+        embedding = torch.from_numpy(sample.embedding).float()
+        embedding = embedding + 0.3 * index * embedding.std() * torch.randn(embedding.shape, generator=generator)
+        predictors["teacher" if index == 0 else f"student{index}"] = predictor = EmbeddingPredictor(decoder)
+        predictor.set_embedding(embedding, sample.meta["original_size"], sample.meta["input_size"])
+    return sample, predictors
+
+
+@pytest.mark.parametrize("match", ["all", "teacher-best", "own-best"])
+def test_sparse_grid_rows_equal_the_reference_per_match(tiny_shards, match):
+    from mobilesam_srw.eval.sam import grid as grid_eval
+    from mobilesam_srw.eval.sam.tiles import MaskTiler
+
+    sample, predictors = _installed(tiny_shards)
+    tiler = MaskTiler(predictors["teacher"].model)
+    fast = grid_eval.evaluate_image(sample, predictors, [4], match, points_per_batch=6, tiler=tiler)
+    assert fast == grid_eval.evaluate_image(sample, predictors, [4], match, points_per_batch=6)
+    assert 0 < fast[0]["iou_sum"] < fast[0]["count"] and all(tiler._frames.values())
+
+
+def test_sparse_masks_equal_sam_predictors_on_litemedsam():
+    """LiteMedSAM's real decoder on real photos at an SA-1B-like size: realistic masks, tiled without the
+    full masks, equal to SamPredictor's full-size masks pixel for pixel, and their IoUs."""
+    import cv2
+    from skimage import data
+
+    from mobilesam_srw.eval.sam.tiles import MaskTiler
+    from mobilesam_srw.eval.sam.tiles import paired_iou as tiled_iou
+    from mobilesam_srw.sam.teachers.loading import load_teacher
+
+    teacher = load_teacher("litemedsam")
+    original = (600, 900)
+    logits = []
+    for photo in (data.astronaut(), cv2.GaussianBlur(data.astronaut(), (9, 9), 3)):
+        resized = teacher.resize(cv2.resize(photo, original[::-1]))
+        predictor = EmbeddingPredictor(teacher.sam)
+        predictor.set_embedding(teacher.embed([resized])[0], original, resized.shape[:2])
+        logits.append(next(predictor.point_logits(grid_points(4, original), batch_size=16))[0])
+    tiler = MaskTiler(teacher.sam)
+    tiled = [tiler(value, predictor.input_size, original, channels=3) for value in logits]
+    dense = [teacher.sam.postprocess_masks(value, predictor.input_size, original).flatten(0, 1) > 0 for value in logits]
+    assert tiler.frame((256, 256), predictor.input_size, original, torch.device("cpu")) is not None
+    for ours, expected in zip(tiled, dense):
+        assert torch.equal(ours.to_dense(original), expected)
+    ious = tiled_iou(*tiled)
+    assert torch.equal(ious, mask_iou(*dense))
+    assert 0 < ious.mean() < 1 and 0.001 < dense[0].float().mean() < 0.9  # realistic: partial masks, partial overlap
+
+
+def test_box_iou_matrix_equals_iou_matrix():
+    from mobilesam_srw.eval.sam.everything import box_iou_matrix
+    from mobilesam_srw.sam.masks import iou_matrix
+
+    generator = torch.Generator().manual_seed(0)
+    first = torch.zeros(6, 40, 50, dtype=torch.bool)
+    second = torch.zeros(5, 40, 50, dtype=torch.bool)
+    for masks in (first, second):
+        for mask in masks[:-1]:  # the last stays empty
+            y, x = torch.randint(0, 30, (2,), generator=generator).tolist()
+            h, w = torch.randint(1, 20, (2,), generator=generator).tolist()
+            mask[y : y + h, x : x + w] = torch.rand(h, w, generator=generator)[: 40 - y, : 50 - x] > 0.3
+    assert torch.equal(box_iou_matrix(first, second), iou_matrix(first, second))
+    assert box_iou_matrix(first[:0], second).shape == (0, 5)
+
+
+def test_teacher_masks_are_made_once_for_every_student(tiny_shards, two_runs, tmp_path, monkeypatch):
+    """Decoder calls per image: one per batch for the teacher and one per batch for each student, on both
+    paths (recomputing the teacher's masks per student would make it 2 per batch and student)."""
+    from segment_anything.modeling import MaskDecoder
+
+    calls = []
+    forward = MaskDecoder.forward
+
+    def counted(self, image_embeddings, *args, **kwargs):
+        calls.append(image_embeddings.data_ptr())
+        return forward(self, image_embeddings, *args, **kwargs)
+
+    monkeypatch.setattr(MaskDecoder, "forward", counted)
+    for masks in ("sparse", "full"):
+        calls.clear()
+        evaluate(EvalConfig(shards=[str(tiny_shards)], students=two_runs, out=tmp_path / masks, grids=[4], limit=1,
+                            points_per_batch=8, masks=masks, progress=False, device="cpu"))
+        images, batches, models = 1, 2, 1 + len(two_runs)
+        assert len(calls) == images * batches * models, masks
+        assert len(set(calls[:models])) == models  # the teacher's embedding, then each student's
+
+
+def test_progress_counts_prompts():
+    from mobilesam_srw.eval.sam.progress import PromptBar
+
+    with PromptBar(images=3, prompts_per_image=16, disable=True) as bar:
+        bar.prompts_done(10)
+        bar.image_done()  # 6 left of 16: counted as done
+        assert (bar.prompts, bar.bar.total, bar.images_done) == (16, 48, 1)
+    with PromptBar(images=4, prompts_per_image=None, world_size=2, disable=True) as bar:
+        bar.prompts_done(5)
+        bar.image_done()
+        assert (bar.prompts, bar.bar.total, bar.images_done) == (10, 20, 2)  # estimated from the images done
 
 
 def test_teacher_box_prompts_come_from_the_teachers_masks(tiny_shards, two_runs, tmp_path):

@@ -6,13 +6,21 @@ claim that SRW "recalls more small targets", measured. Sizes follow COCO's thres
 teacher's working resolution: a mask's area is scaled to the teacher's input frame (1024 px for
 SAM, 256 px for LiteMedSAM, whose box-only training makes this mode a poor fit anyway), then
 small < 32^2 <= medium < 96^2 <= large.
+
+The teacher's automatic masks are made once per image for every student. Pairs of masks whose
+bounding boxes do not meet have IoU 0, so :func:`box_iou_matrix` counts intersections only inside
+the boxes' overlaps (the same IoUs as ``iou_matrix``; ``pruned=False`` keeps that as the
+reference). SamAutomaticMaskGenerator itself upscales every mask in full, as it must for its
+stability filter.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
-from mobilesam_srw.sam.masks import iou_matrix, match_one_to_one
+from mobilesam_srw.sam.masks import iou_from_counts, iou_matrix, match_one_to_one
 from mobilesam_srw.sam.predictor import EmbeddingPredictor, automatic_masks
 from mobilesam_srw.shards import ShardSample
 
@@ -25,16 +33,51 @@ def size_bucket(area: float, original_size: tuple[int, int], input_longest: int)
     return "small" if scaled < 32**2 else "medium" if scaled < 96**2 else "large"
 
 
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """``[N, h, w]`` bool -> ``[N, 4]`` (y0, y1, x0, x1) half-open bounds (empty masks: an empty box)."""
+    rows, cols = masks.any(2), masks.any(1)
+
+    def bounds(lines: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        size = lines.shape[1]
+        first = torch.where(lines.any(1), lines.int().argmax(1), size)
+        last = size - lines.flip(1).int().argmax(1)
+        return first, torch.maximum(last, first)
+
+    return torch.stack([*bounds(rows), *bounds(cols)], dim=1)
+
+
+def box_iou_matrix(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """``iou_matrix`` of ``[A, h, w]`` and ``[B, h, w]`` bool masks, counting each pair's intersection only
+    inside the overlap of their bounding boxes (elsewhere it is 0); the same values."""
+    if len(first) == 0 or len(second) == 0:
+        return torch.zeros(len(first), len(second))
+    first_boxes, second_boxes = mask_boxes(first), mask_boxes(second)
+    top = torch.maximum(first_boxes[:, None, 0], second_boxes[None, :, 0])
+    bottom = torch.minimum(first_boxes[:, None, 1], second_boxes[None, :, 1])
+    left = torch.maximum(first_boxes[:, None, 2], second_boxes[None, :, 2])
+    right = torch.minimum(first_boxes[:, None, 3], second_boxes[None, :, 3])
+    intersection = torch.zeros(len(first), len(second), dtype=torch.int32)
+    for i, j in ((top < bottom) & (left < right)).nonzero().tolist():
+        y0, y1, x0, x1 = top[i, j], bottom[i, j], left[i, j], right[i, j]
+        intersection[i, j] = (first[i, y0:y1, x0:x1] & second[j, y0:y1, x0:x1]).sum(dtype=torch.int32)
+    areas = first.flatten(1).sum(1, dtype=torch.int32), second.flatten(1).sum(1, dtype=torch.int32)
+    return iou_from_counts(intersection, areas[0][:, None], areas[1][None, :])
+
+
 def evaluate_image_everything(
     sample: ShardSample,
     predictors: dict[str, EmbeddingPredictor],
     grid: int,
+    pruned: bool = True,
+    progress: Callable[[int], None] | None = None,
     **generator_options,
 ) -> list[dict]:
     """One row per student run: matched IoU sum and count, teacher masks and recalled masks per size.
 
     Args:
         predictors: from :meth:`~mobilesam_srw.sam.prompt_models.PromptModels.install`, the teacher first.
+        pruned: IoUs by :func:`box_iou_matrix`; False: ``iou_matrix`` over every pixel (the reference).
+        progress: called with the number of prompts (``grid**2``) when the image is done.
     """
     (_, teacher), *students = predictors.items()
     original_size, input_longest = teacher.original_size, max(teacher.input_extent)
@@ -49,7 +92,8 @@ def evaluate_image_everything(
         row.update({f"{size}_teacher": buckets.count(size) for size in SIZES})
         row.update({f"{size}_recalled": 0 for size in SIZES})
         if reference and records:
-            ious = iou_matrix(reference_masks, torch.stack([torch.from_numpy(r["segmentation"]) for r in records]))
+            pairing = box_iou_matrix if pruned else iou_matrix
+            ious = pairing(reference_masks, torch.stack([torch.from_numpy(r["segmentation"]) for r in records]))
             rows_matched, cols_matched = match_one_to_one(ious)
             for teacher_index, student_index in zip(rows_matched, cols_matched):
                 iou = ious[teacher_index, student_index].item()
@@ -58,6 +102,8 @@ def evaluate_image_everything(
                 if iou >= RECALL_IOU:
                     row[f"{buckets[teacher_index]}_recalled"] += 1
         rows.append(row)
+    if progress is not None:
+        progress(grid * grid)
     return rows
 
 

@@ -6,15 +6,21 @@ The protocol EdgeSAM and NanoSAM report: ``--prompt box`` gives each annotation'
 the one with the highest predicted IoU counts. The teacher (from its stored embedding) is
 scored as a run too, as the upper reference; each student is also scored against the
 teacher's mask for the same prompt (the distillation's own measure, as Table 6). Box prompts
-are the natural mode for LiteMedSAM, which was trained with boxes only.
+are the natural mode for LiteMedSAM, which was trained with boxes only. Masks are compared at the
+original size, by the exact sparse upscale (:mod:`~mobilesam_srw.eval.sam.tiles`) or, as the
+reference, upscaled in full; the IoUs are the same.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from mobilesam_srw.eval.sam.tiles import MaskTiler, TiledMasks
+from mobilesam_srw.eval.sam.tiles import paired_iou as tiled_iou
 from mobilesam_srw.sam.annotations import InvalidAnnotation, sa1b_annotations
 from mobilesam_srw.sam.masks import mask_iou
 from mobilesam_srw.sam.predictor import EmbeddingPredictor
@@ -64,7 +70,7 @@ def ground_truth(sample: ShardSample, annotations: list[dict] | None = None
 
 
 def _predicted(predictor: EmbeddingPredictor, boxes: np.ndarray, clicks: np.ndarray, prompt: str, batch: int):
-    """The chosen mask of each prompt, batch by batch: ``[n, h, w]`` bool."""
+    """The chosen mask of each prompt, batch by batch: ``[n, h, w]`` bool at the original size."""
     if prompt == "box":
         for masks, _ in predictor.box_batches(boxes, batch):
             yield masks[:, 0]
@@ -73,36 +79,67 @@ def _predicted(predictor: EmbeddingPredictor, boxes: np.ndarray, clicks: np.ndar
             yield masks[torch.arange(len(masks)), scores.argmax(dim=1)]
 
 
+def _predicted_tiled(predictor: EmbeddingPredictor, boxes: np.ndarray, clicks: np.ndarray, prompt: str, batch: int,
+                     tiler: MaskTiler):
+    """As :func:`_predicted`, by the exact sparse upscale: :class:`TiledMasks` of ``n`` masks per batch."""
+    sizes = predictor.input_size, predictor.original_size
+    if prompt == "box":
+        for logits, _ in predictor.box_logits(boxes, batch):
+            yield tiler(logits[:, 0], *sizes, channels=1)
+    else:
+        for logits, scores in predictor.point_logits(clicks, multimask_output=True, batch_size=batch):
+            chosen = logits[torch.arange(len(logits)), scores.argmax(dim=1)]
+            yield tiler(chosen, *sizes, channels=logits.shape[1])
+
+
 def evaluate_image_gt(
     sample: ShardSample,
     predictors: dict[str, EmbeddingPredictor],
     prompt: str,
     points_per_batch: int = 64,
+    tiler: MaskTiler | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[dict]:
     """One row per run (the teacher first): IoU sum and count over the image's annotations against the
     ground truth, and for students (``teacher_iou_sum``) against the teacher's mask of the same prompt.
 
     Args:
         predictors: from :meth:`~mobilesam_srw.sam.prompt_models.PromptModels.install`, the teacher first.
+        tiler: masks by the exact sparse upscale; None: upscaled in full (the reference, same IoUs).
+        progress: called with the number of prompts of each batch done.
     """
     annotations, dropped = checked_annotations(sample)
     gt_masks, boxes, clicks = ground_truth(sample, annotations)
-    streams = {run: _predicted(predictor, boxes, clicks, prompt, points_per_batch) for run, predictor in predictors.items()}
+    if tiler is None:
+        streams = {run: _predicted(predictor, boxes, clicks, prompt, points_per_batch)
+                   for run, predictor in predictors.items()}
+        iou = mask_iou
+    else:
+        streams = {run: _predicted_tiled(predictor, boxes, clicks, prompt, points_per_batch, tiler)
+                   for run, predictor in predictors.items()}
+        iou = tiled_iou
     rows = {run: {"key": sample.key, "run": run, "prompt": prompt, "iou_sum": 0.0, "count": 0,
                   **({"annotations_dropped": dropped} if run == TEACHER_RUN else {"teacher_iou_sum": 0.0})}
             for run in predictors}
+    device = next(iter(predictors.values())).device
     for start in range(0, len(gt_masks), points_per_batch):
         truth = gt_masks[start : start + points_per_batch]
+        if tiler is not None:
+            truth = TiledMasks.from_dense(truth.to(device), tiler.tile)
         teacher_masks = None
         for run, stream in streams.items():
-            masks = next(stream).cpu()
+            masks = next(stream)
+            if tiler is None:
+                masks = masks.cpu()
             row = rows[run]
-            row["iou_sum"] += mask_iou(masks, truth).sum().item()
+            row["iou_sum"] += iou(masks, truth).sum().item()
             row["count"] += len(masks)
             if teacher_masks is None:
                 teacher_masks = masks
             else:
-                row["teacher_iou_sum"] += mask_iou(masks, teacher_masks).sum().item()
+                row["teacher_iou_sum"] += iou(masks, teacher_masks).sum().item()
+        if progress is not None:
+            progress(len(truth))
     return list(rows.values())
 
 

@@ -11,6 +11,19 @@ from mobilesam_srw.sam.transforms import PATCH_SIZE
 MATCH_MODES = ("all", "teacher-best", "own-best")
 
 
+def match_indices(teacher_scores: torch.Tensor, student_scores: torch.Tensor, match: str
+                  ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Which output of each prompt is paired, ``[N]`` teacher and student indices; None for ``all``
+    (the M outputs index by index). ``teacher-best``: both take the index of the teacher's highest
+    predicted IoU; ``own-best``: each takes its own best."""
+    if match not in MATCH_MODES:
+        raise ValueError(f"match: unknown {match!r}, expected one of {', '.join(MATCH_MODES)}")
+    if match == "all":
+        return None
+    teacher_index = teacher_scores.argmax(dim=1)
+    return teacher_index, teacher_index if match == "teacher-best" else student_scores.argmax(dim=1)
+
+
 def paired_iou(
     teacher_masks: torch.Tensor,
     teacher_scores: torch.Tensor,
@@ -18,18 +31,13 @@ def paired_iou(
     student_scores: torch.Tensor,
     match: str = "all",
 ) -> torch.Tensor:
-    """IoU of student against teacher masks of each prompt, ``[N, M]`` masks -> ``[N, K]``.
-
-    ``all``: the M outputs index by index (K = M). ``teacher-best``: both take the index of
-    the teacher's highest predicted IoU (K = 1). ``own-best``: each takes its own best (K = 1).
-    """
-    if match not in MATCH_MODES:
-        raise ValueError(f"match: unknown {match!r}, expected one of {', '.join(MATCH_MODES)}")
-    if match == "all":
+    """IoU of student against teacher masks of each prompt, ``[N, M]`` masks -> ``[N, K]``
+    (K = M for ``all``, else 1; see :func:`match_indices`)."""
+    indices = match_indices(teacher_scores, student_scores, match)
+    if indices is None:
         return mask_iou(teacher_masks, student_masks)
     rows = torch.arange(teacher_masks.shape[0], device=teacher_masks.device)
-    teacher_index = teacher_scores.argmax(dim=1)
-    student_index = teacher_index if match == "teacher-best" else student_scores.argmax(dim=1)
+    teacher_index, student_index = indices
     return mask_iou(teacher_masks[rows, teacher_index], student_masks[rows, student_index])[:, None]
 
 

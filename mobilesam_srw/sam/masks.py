@@ -12,7 +12,12 @@ def mask_iou(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     # uint8 products and int32 sums: 3.5x faster on CPU than bool & / | with .sum()
     first, second = first.flatten(-2).to(torch.uint8), second.flatten(-2).to(torch.uint8)
     intersection = (first * second).sum(-1, dtype=torch.int32)
-    union = first.sum(-1, dtype=torch.int32) + second.sum(-1, dtype=torch.int32) - intersection
+    return iou_from_counts(intersection, first.sum(-1, dtype=torch.int32), second.sum(-1, dtype=torch.int32))
+
+
+def iou_from_counts(intersection: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """IoU from int32 pixel counts (intersection, each mask's area); two empty masks have IoU 1."""
+    union = first + second - intersection
     return torch.where(union > 0, intersection / union.clamp_min(1), torch.ones(union.shape, device=union.device))
 
 

@@ -91,6 +91,47 @@ class EmbeddingPredictor(SamPredictor):
         self._install()
 
     @torch.no_grad()
+    def decode(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
+               boxes: torch.Tensor | None = None, multimask_output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The low-res mask logits ``[B, M, h, w]`` and predicted IoUs ``[B, M]`` of prompts in the input
+        frame: ``SamPredictor.predict_torch``'s prompt encoder and mask decoder calls, before it upscales
+        (its third output, the same numbers; a test pins it)."""
+        if not self.is_image_set:
+            raise RuntimeError("EmbeddingPredictor: call set_embedding before prompting")
+        points = (point_coords, point_labels) if point_coords is not None else None
+        sparse_embeddings, dense_embeddings = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
+        return self.model.mask_decoder(
+            image_embeddings=self.features,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse_embeddings,
+            dense_prompt_embeddings=dense_embeddings,
+            multimask_output=multimask_output,
+        )
+
+    def _point_prompts(self, points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        coords = self.transform.apply_coords(points, self.original_size)
+        coords = torch.as_tensor(coords, dtype=torch.float32, device=self.device)[:, None, :]
+        return coords, torch.ones(coords.shape[:2], dtype=torch.int64, device=self.device)
+
+    def _box_prompts(self, boxes: np.ndarray) -> torch.Tensor:
+        transformed = self.transform.apply_boxes(boxes, self.original_size)
+        return torch.as_tensor(transformed, dtype=torch.float32, device=self.device)
+
+    @torch.no_grad()
+    def point_logits(self, points: np.ndarray, multimask_output: bool = True, batch_size: int = 64):
+        """As :meth:`point_batches`, without upscaling: yields low-res logits ``[n, M, h, w]`` and IoUs ``[n, M]``."""
+        for start in range(0, len(points), batch_size):
+            yield self.decode(*self._point_prompts(points[start : start + batch_size]),
+                              multimask_output=multimask_output)
+
+    @torch.no_grad()
+    def box_logits(self, boxes: np.ndarray, batch_size: int = 64):
+        """As :meth:`box_batches`, without upscaling: yields low-res logits ``[n, 1, h, w]`` and IoUs ``[n, 1]``."""
+        for start in range(0, len(boxes), batch_size):
+            yield self.decode(None, None, boxes=self._box_prompts(boxes[start : start + batch_size]),
+                              multimask_output=False)
+
+    @torch.no_grad()
     def point_batches(self, points: np.ndarray, multimask_output: bool = True, batch_size: int = 64):
         """One positive click per point (original-image ``(x, y)``), in batches.
 
@@ -98,9 +139,7 @@ class EmbeddingPredictor(SamPredictor):
         predicted IoUs ``[n, M]`` per batch; M is 3 with ``multimask_output``, else 1.
         """
         for start in range(0, len(points), batch_size):
-            coords = self.transform.apply_coords(points[start : start + batch_size], self.original_size)
-            coords = torch.as_tensor(coords, dtype=torch.float32, device=self.device)[:, None, :]
-            labels = torch.ones(coords.shape[:2], dtype=torch.int64, device=self.device)
+            coords, labels = self._point_prompts(points[start : start + batch_size])
             masks, scores, _ = self.predict_torch(coords, labels, multimask_output=multimask_output)
             yield masks, scores
 
@@ -108,8 +147,7 @@ class EmbeddingPredictor(SamPredictor):
     def box_batches(self, boxes: np.ndarray, batch_size: int = 64):
         """One box prompt (original-image XYXY) each, single-mask output, in batches; as :meth:`point_batches`."""
         for start in range(0, len(boxes), batch_size):
-            transformed = self.transform.apply_boxes(boxes[start : start + batch_size], self.original_size)
-            transformed = torch.as_tensor(transformed, dtype=torch.float32, device=self.device)
+            transformed = self._box_prompts(boxes[start : start + batch_size])
             masks, scores, _ = self.predict_torch(None, None, boxes=transformed, multimask_output=False)
             yield masks, scores
 

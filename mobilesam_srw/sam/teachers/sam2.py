@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import ClassVar, Iterator
 import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from mobilesam_srw.errors import SrwError
@@ -156,6 +158,14 @@ class Sam2Preprocessing(Preprocessing):
 
     def __reduce__(self):  # picklable without the scripted module (DataLoader workers)
         return type(self), (self.input_size,)
+
+    def describe(self) -> dict[str, str]:
+        return {"resize": "the whole image to input_size x input_size (aspect ratio not kept) with torchvision's "
+                          "antialiased bilinear Resize, as sam2.utils.transforms.SAM2Transforms",
+                "normalize": "(pixel / 255 - pixel_mean) / pixel_std, RGB",
+                "pixel_mean": json.dumps(list(IMAGENET_DEFAULT_MEAN)),
+                "pixel_std": json.dumps(list(IMAGENET_DEFAULT_STD)),
+                "pad": "none"}
 
     def normalize_padded(self, images: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
         """Each image cropped to its ``(h, w)``, scaled to [0, 1] as ``ToTensor`` does, then ``SAM2Transforms``."""
