@@ -54,6 +54,7 @@ from mobilesam_srw.sam.checkpoint import load_student
 from mobilesam_srw.sam.predictor import generator_default
 from mobilesam_srw.sam.prompt_models import NonFiniteEmbedding, PromptModels
 from mobilesam_srw.sam.teachers.shards import shard_teacher
+from mobilesam_srw.sam.transforms import INPUT_SIZE
 
 MODES = ("grid", "everything", "gt", "teacher-box")
 MASK_PATHS = ("sparse", "full")
@@ -80,7 +81,7 @@ class EvalConfig:
                             "matched one to one, recall by size; gt: annotation prompts vs ground truth and vs the "
                             "teacher (use --prompt box with litemedsam); teacher-box: boxes from the teacher's own "
                             "masks vs the teacher's masks (no annotations needed; for litemedsam)")
-    grids: list[int] = option(factory=lambda: [32], minimum=1, flag="--grid",
+    grids: list[int] = option(factory=lambda: [32], minimum=1, maximum=INPUT_SIZE, flag="--grid",
                               help="points per side; several in one pass, e.g. --grid 5 16 32 (default 32)")
     match: str = option("all", choices=MATCH_MODES, help="grid mode: pairing of the 3 masks per prompt")
     prompt: str = option("center", choices=PROMPTS, help="gt mode: prompt per annotation")
