@@ -22,7 +22,6 @@ import fcntl
 import os
 import signal
 import stat
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -104,16 +103,15 @@ def is_locked(folder: Path) -> str | None:
 
 def loader_worker_init(worker_id: int = 0) -> None:
     """``worker_init_fn`` of every DataLoader: the worker dies with its parent (Linux), and closes the lock
-    files it inherited by ``fork``, so a job killed with ``kill -9`` never leaves a worker holding its folder;
-    it computes with one OpenCV thread (torch already gives it one)."""
+    files it inherited by ``fork``, so a job killed with ``kill -9`` never leaves a worker holding its folder.
+    (OpenCV's thread pool is left alone here: resizing it in a forked child can wait forever on a lock that
+    a parent thread held at the fork; the parent sizes it before the workers start, see ``threads.py``.)"""
     with contextlib.suppress(Exception):
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() == 1:  # the parent died before the line above: go now
             os._exit(1)
-    if (cv2 := sys.modules.get("cv2")) is not None:
-        cv2.setNumThreads(1)  # one OpenCV thread per worker, as torch gives each worker one thread
     with contextlib.suppress(OSError):
         for name in os.listdir("/proc/self/fd"):
             with contextlib.suppress(OSError, ValueError):

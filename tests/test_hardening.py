@@ -549,3 +549,20 @@ def test_training_threads_leave_the_loader_workers_their_cores(tmp_path):
     fit(Watched(toy(tmp_path / "run", workers=1, max_steps=2)))
     assert set(seen) == {min(torch.get_num_threads(), threads_beside(1))}
     assert threads_beside(1) == max(1, usable_cores() - 1)
+
+
+def test_a_loader_worker_leaves_opencvs_thread_pool_alone(monkeypatch):
+    """Resizing OpenCV's pool in a forked worker can wait forever on a lock a parent thread held at the fork
+    (a suite run hung so in a cls resume with one worker): the worker's init must not touch it."""
+    import sys
+    import types
+
+    from mobilesam_srw.lock import loader_worker_init
+
+    touched = []
+    fake = types.SimpleNamespace(setNumThreads=lambda count: touched.append(count), getNumThreads=lambda: 2)
+    monkeypatch.setitem(sys.modules, "cv2", fake)
+    monkeypatch.setattr("os.getppid", lambda: 12345)  # as a worker whose parent lives
+    monkeypatch.setattr("ctypes.CDLL", lambda *args, **kwargs: types.SimpleNamespace(prctl=lambda *a: 0))
+    loader_worker_init(0)
+    assert touched == []
