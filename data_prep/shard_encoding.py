@@ -27,6 +27,7 @@ from mobilesam_srw.data_prep import writer
 from mobilesam_srw.data_prep.plan import Plan
 from mobilesam_srw.data_prep.sources import SampleRef
 from mobilesam_srw.distributed import DistributedContext
+from mobilesam_srw.lock import loader_worker_init
 
 EncodeBatch = Callable[[list[dict]], list[dict]]
 
@@ -85,7 +86,8 @@ def encode_shards(
     encoded: dict[int, list[dict]] = {index: [] for index in pending}
     skipped: dict[int, list[dict]] = {index: [] for index in pending}
     dropped: dict[int, dict[str, dict[str, int]]] = {index: {} for index in pending}
-    loader = DataLoader(prepared, batch_size=batch_size, num_workers=workers, collate_fn=list)
+    loader = DataLoader(prepared, batch_size=batch_size, num_workers=workers, collate_fn=list,
+                        worker_init_fn=loader_worker_init)  # workers never keep the folder's lock
     written = 0
     bar = tqdm(total=len(prepared), unit="img", desc=label, disable=not progress)
     for batch in loader:

@@ -22,9 +22,9 @@ from pathlib import Path
 import webdataset as wds
 
 from mobilesam_srw import shards
-from mobilesam_srw.atomic import atomic_path, read_json, write_json
+from mobilesam_srw.atomic import atomic_file, output_subfolder, read_json, write_json
 
-RUN_FILE = "precompute.json"
+RUN_FILE = shards.RUN_FILE
 PARTS_DIR = "parts"
 
 
@@ -59,12 +59,12 @@ def write_shard(
         annotations_dropped: sample key -> invalid annotations left out, counted by reason.
     """
     path = out / shard_name(index)
-    with atomic_path(path) as temporary:
-        with wds.TarWriter(str(temporary), encoder=False, mtime=0) as writer:
+    with atomic_file(path) as stream:
+        with wds.TarWriter(stream, encoder=False, mtime=0) as writer:
             for sample in samples:
                 writer.write(sample)
     size = path.stat().st_size
-    part_path(out, index).parent.mkdir(exist_ok=True)
+    output_subfolder(out / PARTS_DIR)  # a link planted as parts/ is refused, never written through
     write_json(
         part_path(out, index),
         {

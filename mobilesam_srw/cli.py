@@ -25,8 +25,8 @@ from mobilesam_srw.commands.config_args import Program
 from mobilesam_srw.errors import SrwError
 
 # A full disk or quota, a read-only or forbidden folder: the user's to fix, said in one line.
-USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG,
-                       errno.ENOTDIR, errno.EEXIST)  # the last two: a path through or onto a file
+USER_FIXABLE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                       errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST)  # the last two: a path through or onto a file
 
 STAGES = ("mobilesam_srw.data_prep", "mobilesam_srw.eval", "mobilesam_srw.viz")  # each checks its checkout on import
 # Program name -> the task module that exports its PROGRAM.

@@ -22,6 +22,7 @@ def option(
     choices: Sequence[Any] | None = None,
     minimum: float | None = None,
     above: float | None = None,
+    maximum: float | None = None,
     factory: Callable[[], Any] | None = None,
     flag: str | None = None,
     cli: bool = True,
@@ -34,13 +35,14 @@ def option(
         choices: allowed values.
         minimum: the value must be >= this.
         above: the value must be > this.
+        maximum: the value must be <= this (e.g. a size bounded by what a model accepts).
         factory: a default factory instead of ``default``.
         flag: the option's spelling when not ``--field-name`` (e.g. ``--student`` with ``dest``, or
             ``--no-progress`` for a true-by-default boolean).
         cli: false for fields the command line does not expose.
     """
     metadata = {"help": help, "choices": tuple(choices) if choices else None, "minimum": minimum, "above": above,
-                "flag": flag, "cli": cli}
+                "maximum": maximum, "flag": flag, "cli": cli}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -76,6 +78,8 @@ def check_options(config: Any) -> None:
                 raise SrwError(f"{name} must be >= {field.metadata['minimum']:g}, got {item}")
             if field.metadata["above"] is not None and item <= field.metadata["above"]:
                 raise SrwError(f"{name} must be > {field.metadata['above']:g}, got {item}")
+            if field.metadata.get("maximum") is not None and item > field.metadata["maximum"]:
+                raise SrwError(f"{name} must be <= {field.metadata['maximum']:g}, got {item}")
 
 
 def default_of(config_class: type, name: str) -> Any:

@@ -36,6 +36,7 @@ import numpy as np
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+RUN_FILE = "precompute.json"  # written first by a precompute; manifest.json is written last, when it is complete
 SHARD_PATTERN = "shard-{index:06d}.tar"
 EMBEDDING_DTYPES = ("fp16", "fp32", "int8")
 JPEG_QUALITY = 90  # the default of --jpeg-quality, and the quality of every folder written before it
@@ -308,13 +309,14 @@ def iterate_shards(paths: Iterable[str], with_image: bool = True, maps: tuple[st
 
 def read_manifest(folder: Path) -> dict | None:
     """The folder's ``manifest.json`` (None when it has none); a malformed one is one line naming it."""
+    from mobilesam_srw.atomic import read_json
     from mobilesam_srw.errors import SrwError
 
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
         return None
     try:
-        manifest = json.loads(path.read_text())
+        manifest = read_json(path)  # a regular file of bounded size
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise SrwError(f"{path} is not a readable manifest: {str(error).splitlines()[0][:200]}") from None
     if not isinstance(manifest, dict):
@@ -333,18 +335,37 @@ def read_manifest(folder: Path) -> dict | None:
 REQUIRED_FIELDS = (EMBEDDING_FIELD, META_FIELD)  # and one image field (IMAGE_FORMATS)
 
 
-def resolve_shards(patterns: Iterable[str], what: str = "--shards") -> list[str]:
-    """:func:`shard_paths`, or a one-line error naming the option when nothing matches."""
+def resolve_shards(patterns: Iterable[str], what: str = "--shards", partial: bool = False) -> list[str]:
+    """:func:`shard_paths`, or a one-line error naming the option when nothing matches.
+
+    Shards of a precompute that is still writing their folder (its lock held) or that has not finished
+    (a run record, no manifest yet) are refused unless ``partial``: they are part of the data.
+    """
     from mobilesam_srw.errors import SrwError
 
     paths = shard_paths(patterns)
     if not paths:
         raise SrwError(f"{what}: no shards match {' '.join(map(str, patterns))}")
+    if not partial:
+        _refuse_unfinished(paths, what)
     for pattern in patterns:
         if missing := _listed_but_missing(Path(pattern)):
             raise SrwError(f"{what}: {missing[0].parent / MANIFEST_NAME} lists {len(missing)} shard(s) that are "
                            f"missing, e.g. {missing[0].name}; restore them, or rerun precompute into the folder")
     return paths
+
+
+def _refuse_unfinished(paths: list[str], what: str) -> None:
+    from mobilesam_srw.errors import SrwError
+    from mobilesam_srw.lock import is_locked
+
+    for folder in sorted({Path(path).parent for path in paths}):
+        if holder := is_locked(folder):
+            raise SrwError(f"{what}: {folder} is being written by a precompute ({holder}); wait for it to finish, "
+                           "or pass --partial-shards to use the shards written so far")
+        if (folder / RUN_FILE).is_file() and not (folder / MANIFEST_NAME).is_file():
+            raise SrwError(f"{what}: {folder} holds an unfinished precompute (no {MANIFEST_NAME} yet; killed?): "
+                           "rerun it to finish, or pass --partial-shards to use the shards written so far")
 
 
 def _listed_but_missing(pattern: Path) -> list[Path]:
@@ -388,6 +409,24 @@ def index_shards(paths: Iterable[str]) -> list[dict]:
                 raise SrwError(f"shard {path}: sample {key} has no {', '.join(missing)} (not a precompute shard?)")
             samples.append({"__key__": key, **fields})
     return samples
+
+
+def shards_identity(paths: list[str], option_name: str = "--shards") -> dict[str, str]:
+    """``{"path", "fingerprint"}`` of a set of shards for ``--resume``: the fingerprint hashes each shard's
+    file name and size and each manifest's plan fingerprint and teacher checkpoint (cheap: no shard is read;
+    the same shards moved elsewhere keep it)."""
+    import hashlib
+    import os
+
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: (Path(p).name, p)):
+        digest.update(f"{Path(path).name}\t{os.path.getsize(path)}\n".encode())
+    for manifest in _manifests(paths):
+        teacher = manifest.get("teacher") if isinstance(manifest.get("teacher"), dict) else {}
+        digest.update(f"{manifest.get('plan_fingerprint')}\t{teacher.get('checkpoint_sha256')}\n".encode())
+    folders = sorted({str(Path(p).parent) for p in paths})
+    return {"path": folders[0] if len(folders) == 1 else f"{folders[0]} (+{len(folders) - 1} folders)",
+            "fingerprint": digest.hexdigest()}
 
 
 def _manifests(paths: list[str]) -> list[dict]:

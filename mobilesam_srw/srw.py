@@ -94,10 +94,15 @@ def similarity_to_centroid(items: torch.Tensor, centroid: torch.Tensor) -> torch
     return torch.einsum("...nd,...d->...n", items, centroid) * _inverse_norms(items)
 
 
+# The smallest temperature taken. Eq. 5 is already a hard arg-min of avesim there (weights of items 0.01 apart
+# differ by e^100); below ~1e-38, -avesim / tau overflows float32 and every weight becomes NaN.
+MIN_TAU = 1e-4
+
+
 def _check_tau(tau: float) -> float:
     tau = float(tau)
-    if not math.isfinite(tau) or tau <= 0:
-        raise ValueError(f"tau: must be a finite number > 0, got {tau}")
+    if not math.isfinite(tau) or tau < MIN_TAU:
+        raise ValueError(f"tau: must be a finite number >= {MIN_TAU:g}, got {tau}")
     return tau
 
 

@@ -61,7 +61,8 @@ def unwrap_state_dict(checkpoint: object, source: str) -> dict[str, torch.Tensor
 
 
 def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise a one-line SrwError unless ``state`` has exactly the model's keys and shapes."""
+    """Raise a one-line SrwError unless ``state`` has exactly the model's keys and shapes, and a floating-point
+    tensor wherever the model has one (integer or boolean weights would be cast silently)."""
     expected = model.state_dict()
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
@@ -79,6 +80,11 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source
                 f"{source} does not fit {model_name}: {key} has shape {tuple(state[key].shape)} "
                 f"in the file, {tuple(value.shape)} in the model"
             )
+    wrong = [key for key, value in expected.items() if value.is_floating_point() and not state[key].is_floating_point()]
+    if wrong:
+        raise SrwError(f"{source} does not fit {model_name}: {_first(wrong)} "
+                       f"{'is' if len(wrong) == 1 else 'are'} {state[wrong[0]].dtype} in the file, not floating point "
+                       "(not a file of trained weights)")
 
 
 def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:

@@ -164,7 +164,7 @@ def test_validation_reports_objective_plain_loss_and_metrics(tmp_path):
     ("weight_decay", -5.0, "--weight-decay must be >= 0"),
     ("workers", -1, "--workers must be >= 0"),
     ("max_steps", 0, "--max-steps must be >= 1"),
-    ("tau", 0.0, "--tau must be > 0"),
+    ("tau", 0.0, "--tau must be >= 0.0001"),
     ("optimizer", "adam", "--optimizer must be one of adamw, sgd"),
     ("device", "bogus", "--device must be"),
 ])

@@ -244,11 +244,10 @@ def test_shards_of_two_teachers_are_refused(tiny_shards, tmp_path):
         shard_teacher(shards.shard_paths([tiny_shards, other]))
 
 
-def test_gt_box_mode_scores_students_against_the_teacher(tiny_shards, tmp_path):
-    """A 'student' whose embedding is the teacher's own scores 100 against the teacher, and the teacher's
-    own IoU against the annotations."""
+def _teacher_twice(tiny_shards) -> tuple:
+    """The first shard sample and two predictors on its stored embedding: "teacher", and "same" (a student
+    whose embedding is the teacher's)."""
     from mobilesam_srw import shards
-    from mobilesam_srw.eval.sam.gt import evaluate_image_gt, summarize_gt
 
     sample = next(shards.iterate_shards(shards.shard_paths([tiny_shards])))
     decoder = decoder_sam(tiny_shards / TINY_TEACHER_FILE, 256)
@@ -257,6 +256,15 @@ def test_gt_box_mode_scores_students_against_the_teacher(tiny_shards, tmp_path):
         predictors[run] = EmbeddingPredictor(decoder)
         predictors[run].set_embedding(torch.from_numpy(sample.embedding), sample.meta["original_size"],
                                       sample.meta["input_size"])
+    return sample, predictors
+
+
+def test_gt_box_mode_scores_students_against_the_teacher(tiny_shards, tmp_path):
+    """A 'student' whose embedding is the teacher's own scores 100 against the teacher, and the teacher's
+    own IoU against the annotations."""
+    from mobilesam_srw.eval.sam.gt import evaluate_image_gt, summarize_gt
+
+    sample, predictors = _teacher_twice(tiny_shards)
     rows = evaluate_image_gt(sample, predictors, "box", points_per_batch=2)  # batches of 2 of the 5 boxes
     summary, table = summarize_gt(rows, ["same"], "box")
     assert summary["miou_vs_teacher"]["same"] == pytest.approx(100.0)
@@ -616,18 +624,11 @@ def test_progress_counts_prompts():
 def test_teacher_box_prompts_come_from_the_teachers_masks(tiny_shards, two_runs, tmp_path):
     """Boxes of the teacher's masks for a grid of boxes: inside the image, deterministic, no duplicates; a student
     whose embedding is the teacher's scores 100; the report."""
-    from mobilesam_srw import shards
     from mobilesam_srw.eval.sam.boxes import cell_boxes, evaluate_image_teacher_boxes, teacher_boxes
 
     np.testing.assert_array_equal(cell_boxes(10, 20, 2), [[0, 0, 10, 5], [10, 0, 20, 5], [0, 5, 10, 10],
                                                           [10, 5, 20, 10]])
-    sample = next(shards.iterate_shards(shards.shard_paths([tiny_shards])))
-    decoder = decoder_sam(tiny_shards / TINY_TEACHER_FILE, 256)
-    predictors = {}
-    for run in ("teacher", "same"):
-        predictors[run] = EmbeddingPredictor(decoder)
-        predictors[run].set_embedding(torch.from_numpy(sample.embedding), sample.meta["original_size"],
-                                      sample.meta["input_size"])
+    sample, predictors = _teacher_twice(tiny_shards)
     boxes = teacher_boxes(predictors["teacher"], 3)
     height, width = sample.meta["original_size"]
     assert 0 < len(boxes) <= 9 and (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= width).all()

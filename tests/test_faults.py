@@ -304,7 +304,7 @@ def test_figures_into_a_busy_folder_are_refused(tiny_shards, two_runs, tmp_path)
 @pytest.mark.parametrize("command, option, value, message", [
     ("heatmap", "--first", "0", "--first must be >= 1"),
     ("heatmap", "--first", "-2", "--first must be >= 1"),
-    ("heatmap", "--tau", "0", "--tau must be > 0"),
+    ("heatmap", "--tau", "0", "--tau must be >= 0.0001"),
     ("heatmap", "--tau", "nan", "--tau must be a finite number"),
     ("heatmap", "--keys", "sa_999", "--keys: not in the shards"),
     ("compare", "--grid", "0", "--grid must be >= 1"),

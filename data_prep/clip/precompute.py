@@ -49,6 +49,7 @@ from mobilesam_srw.engine.config import default_workers
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.lock import output_lock
 from mobilesam_srw.options import check_options, option
+from mobilesam_srw.threads import cpu_threads, threads_beside
 
 DEFAULT_TEACHER = "ViT-B-32"
 # run-record fields a rerun may not change (the teacher's checkpoint path may: its sha256 is in "teacher")
@@ -285,7 +286,8 @@ def run_clip_precompute(config: ClipPrecomputeConfig) -> dict:
         raise SrwError(f"--out {config.out} holds input tars: write the shards into a folder of their own")
     discovery = img2dataset.discover(config.img2dataset, SourceOptions(limits=config.limits))
     plan = make_plan(discovery, parse_subset(config.subset), config.seed, config.shard_size, config.limit)
-    with distributed_context(config.device) as ctx, contextlib.ExitStack() as locks:
+    with distributed_context(config.device) as ctx, contextlib.ExitStack() as locks, \
+            cpu_threads(threads_beside(config.workers)):  # the teacher leaves the loader workers their cores
         teacher, run = _setup(config, ctx, plan, locks)
         if ctx.is_main:
             _loud_random_note(teacher)

@@ -6,21 +6,25 @@ polygons or RLE, ``bbox``, ``iscrowd``, ``category_id``). Each image becomes a s
 annotations are validated against the decoded image and stored in SA-1B's layout
 (``annotations.coco_annotations``), so ``eval --mode gt`` reads them as it reads SA-1B's.
 
-A file that is not COCO at all stops the run before any work, with one line. An image entry
-that is malformed, duplicated, names a path outside the image root or a file that is missing,
-not regular or oversize is skipped and recorded; annotations that are not objects or name no
-listed image are counted in one record.
+A file that is not COCO at all (or not a regular file, or larger than the file-size limit) stops
+the run before any work, with one line. An image entry that is malformed, duplicated, names a path
+outside the image root (by its name, or through a link: its real path must lie inside the root's), a
+file that an earlier entry names under another spelling (``a.jpg``, ``./a.jpg``, ``a.jpg/``), or a
+file that is missing, not regular or oversize is skipped and recorded; annotations that are not
+objects or name no listed image are counted in one record.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
+from mobilesam_srw.atomic import is_within, read_regular
 from mobilesam_srw.data_prep.images import decode_rgb, file_problem, read_file
 from mobilesam_srw.data_prep.keys import unique_keys
 from mobilesam_srw.data_prep.sources import (
@@ -54,7 +58,11 @@ class CocoRef:
     image: dict
     annotations: tuple
 
+    root: str = ""  # the image root's real path: the file must still lie inside it when read
+
     def load(self, limits: ImageLimits) -> LoadedSample:
+        if self.root and not is_within(self.path, self.root):
+            raise BadSample("file_name leaves the image root (through a link)")
         rgb = decode_rgb(read_file(Path(self.path), limits.max_file_bytes), limits)
         height, width = rgb.shape[:2]
         expected = (self.image.get("height", height), self.image.get("width", width))
@@ -72,15 +80,14 @@ def _is_size(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def read_coco(path: Path) -> tuple[dict, str]:
+def read_coco(path: Path, max_bytes: int = ImageLimits.max_file_bytes) -> tuple[dict, str]:
     """The parsed COCO file (its top level checked) and the sha256 of its bytes; a file that
-    cannot be read as COCO is one :class:`SrwError` line."""
+    cannot be read as COCO (not a regular file, larger than ``max_bytes``, not JSON) is one
+    :class:`SrwError` line."""
+    raw = read_regular(Path(path), max_bytes, "--coco")  # a FIFO or /dev/zero: refused, never read
     try:
-        raw = Path(path).read_bytes()
         data = json.loads(raw)
-    except FileNotFoundError:
-        raise SrwError(f"--coco: no such file: {path}") from None
-    except (OSError, ValueError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:
         raise SrwError(f"--coco: cannot read {path}: {type(error).__name__}: {error}") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise SrwError(f"--coco: {path} is not a COCO file (no 'images' list)")
@@ -118,7 +125,8 @@ def discover(paths: Sequence[str | Path], options: SourceOptions = SourceOptions
     if not root.is_dir():
         raise SrwError(f"--image-root: no such folder: {root}")
     coco_file = Path(paths[0])
-    data, digest = read_coco(coco_file)
+    data, digest = read_coco(coco_file, options.limits.max_file_bytes)
+    real_root = os.path.realpath(root)
     source = coco_file.name
 
     by_image: dict[object, list] = defaultdict(list)
@@ -133,11 +141,20 @@ def discover(paths: Sequence[str | Path], options: SourceOptions = SourceOptions
     skipped: list[Skip] = []
     entries: list[dict] = []
     seen_ids: set = set()
+    seen_files: set[str] = set()
     for entry in data["images"]:
         shown = str(entry.get("file_name", entry.get("id", "")))[:200] if isinstance(entry, dict) else ""
         problem = _image_problem(entry, seen_ids)
         if problem is None:
-            problem = file_problem(root / entry["file_name"], options.limits)
+            real = os.path.realpath(root / entry["file_name"])
+            if not is_within(real, real_root):
+                problem = "file_name leaves the image root (through a link)"
+            elif real in seen_files:
+                problem = "the same file as an earlier image entry (another spelling of its file_name)"
+            else:
+                problem = file_problem(root / entry["file_name"], options.limits)
+        if problem is None:
+            seen_files.add(real)
         if problem is not None:
             skipped.append(Skip(shown, source, problem))
             if isinstance(entry, dict) and _is_id(entry.get("id")):
@@ -149,11 +166,12 @@ def discover(paths: Sequence[str | Path], options: SourceOptions = SourceOptions
     if orphans:
         skipped.append(Skip("", source, f"{orphans} annotations without the image_id of a listed image"))
 
-    keys = unique_keys([entry["file_name"] for entry in entries])
+    keys = unique_keys([str(PurePosixPath(entry["file_name"])) for entry in entries])  # ./a.jpg/ -> a.jpg
     units = []
     for key, entry in zip(keys, entries):
         image = {"image_id": entry["id"], "file_name": entry["file_name"],
                  **{field: entry[field] for field in ("width", "height") if field in entry}}
-        ref = CocoRef(key, source, str(root / entry["file_name"]), image, tuple(by_image.get(entry["id"], ())))
+        ref = CocoRef(key, source, str(root / entry["file_name"]), image, tuple(by_image.get(entry["id"], ())),
+                      real_root)
         units.append(single_sample_unit(ref))
     return Discovery(units, skipped, "COCO images", {"coco_file": source, "coco_sha256": digest})

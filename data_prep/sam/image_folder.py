@@ -5,7 +5,9 @@ image files and quoted globs of either. An image is a regular file named ``*.jpg
 ``*.jpeg``, ``*.jpe``, ``*.png``, ``*.tif``, ``*.tiff``, ``*.webp`` or ``*.bmp`` (any case);
 other files, FIFOs and devices, broken links, oversize files and a second path to a file
 already found are skipped and recorded without being opened. A sample's key is its path
-relative to the folder given (``keys.unique_keys``); its ``source`` is that folder.
+relative to the folder given (``keys.unique_keys``); its ``source`` is that folder. Files are
+taken in the sorted order of (folder, relative path), whatever the order of the inputs, so keys,
+the plan and a file found through two inputs (kept once, under the first) never depend on it.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def discover(paths: Sequence[str | Path], options: SourceOptions = SourceOptions
     skipped: list[Skip] = []
     images: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for source, relative in _candidates(paths, skipped):
+    for source, relative in sorted(set(_candidates(paths, skipped))):  # keys and order: not the inputs' order
         path = Path(source) / relative
         if not is_image_name(relative):
             skipped.append(Skip(relative, source, f"not an image (extension {path.suffix or 'none'})"))

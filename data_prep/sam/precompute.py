@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from mobilesam_srw import shards
-from mobilesam_srw.atomic import atomic_path, write_json
+from mobilesam_srw.atomic import atomic_file, is_within, same_path, write_failures, write_json
 from mobilesam_srw.data_prep import shard_encoding, writer
 from mobilesam_srw.data_prep.plan import Plan, make_plan
 from mobilesam_srw.data_prep.sam.inputs import source_registry
@@ -34,7 +34,7 @@ from mobilesam_srw.data_prep.sam.run_identity import (
     teacher_identity,
 )
 from mobilesam_srw.data_prep.sam.samples import PreparedSamples
-from mobilesam_srw.data_prep.sources import ImageLimits, SourceOptions
+from mobilesam_srw.data_prep.sources import ImageLimits, SourceOptions, expand_inputs
 from mobilesam_srw.data_prep.split import HeldOut, parse_held_out, split_plan
 from mobilesam_srw.data_prep.subset import parse_subset
 from mobilesam_srw.distributed import DistributedContext, distributed_context
@@ -51,7 +51,9 @@ from mobilesam_srw.sam.teachers import (
     teacher_spec,
 )
 from mobilesam_srw.sam.teachers.registry import complete_record
+from mobilesam_srw.sam.transforms import INPUT_SIZE
 from mobilesam_srw.srw import average_similarity
+from mobilesam_srw.threads import cpu_threads, threads_beside
 from mobilesam_srw.weights import file_sha256
 
 VAL_FOLDER = "val"
@@ -99,7 +101,8 @@ class PrecomputeConfig:
     workers: int = option(factory=default_workers, help="image decoding processes (default min(4, cores))",
                           minimum=0)
     tiny_image_size: int = option(256, help="input size of a new tiny teacher, a multiple of its patch size "
-                                            f"{TINY_PATCH_SIZE}", minimum=1, flag="--image-size")
+                                            f"{TINY_PATCH_SIZE}, at most SAM's {INPUT_SIZE}", minimum=1,
+                                  maximum=INPUT_SIZE, flag="--image-size")
     progress: bool = option(True, help="no progress bar", flag="--no-progress")
     max_image_pixels: int = option(ImageLimits.max_pixels, help="skip images of more pixels (width x height) than this",
                                    minimum=1)
@@ -156,7 +159,24 @@ def _held_out(config: PrecomputeConfig) -> HeldOut | None:
         raise SrwError("--val-out needs --val-fraction or --val-keys")
     if held_out is not None and Path(config.val_out or config.out / VAL_FOLDER).resolve() == Path(config.out).resolve():
         raise SrwError("--val-out must be another folder than --out")
+    if held_out is not None and config.val_out is None and (config.out / VAL_FOLDER).is_symlink():
+        raise SrwError(f"{config.out / VAL_FOLDER} is a link; refusing to write through it (remove it, or pass "
+                       "--val-out)")
     return held_out
+
+
+def _refuse_output_inside_inputs(config: PrecomputeConfig) -> None:
+    """One line when an output folder is an input folder or lies inside one (a rerun would read our own shards
+    as input), or is the folder of an input file; nothing is read or made before this check."""
+    outputs = [("--out", Path(config.out))] + ([("--val-out", Path(config.val_out))] if config.val_out else [])
+    inputs = [(path, path.is_dir()) for path in expand_inputs(config.inputs)]
+    if config.image_root is not None:
+        inputs.append((Path(config.image_root), True))
+    for flag, out in outputs:
+        for given, is_folder in inputs:
+            if is_within(out, given) if is_folder else same_path(out, given.parent):
+                raise SrwError(f"{flag} {out} is {'inside' if is_folder else 'the folder of'} the input {given}: "
+                               "write the shards into a folder of their own")
 
 
 def _splits(config: PrecomputeConfig, held_out: HeldOut | None) -> tuple[list[_Split], dict]:
@@ -185,8 +205,8 @@ def _install_tiny_teacher(splits: list[_Split], sam: "torch.nn.Module", identity
     for split in splits[1:]:
         copy = split.out / sam_vit.TINY_TEACHER_FILE
         if not copy.is_file():
-            with atomic_path(copy) as temporary:
-                shutil.copyfile(first, temporary)
+            with write_failures(copy), open(first, "rb") as source, atomic_file(copy) as stream:
+                shutil.copyfileobj(source, stream)
     return identity
 
 
@@ -241,8 +261,10 @@ def run_precompute(config: PrecomputeConfig) -> dict:
     """Run (or resume) a precompute; returns the manifest of ``config.out`` (every rank gets it)."""
     config.check()
     config.out = Path(config.out)
+    _refuse_output_inside_inputs(config)
     held_out = _held_out(config)
-    with distributed_context(config.device) as ctx, contextlib.ExitStack() as locks:  # checks --device
+    with distributed_context(config.device) as ctx, contextlib.ExitStack() as locks, \
+            cpu_threads(threads_beside(config.workers)):  # checks --device; the teacher leaves the workers their cores
         splits, teacher = _prepare(config, held_out, ctx, locks)
         if ctx.is_main:
             for skip in splits[0].plan.skipped:

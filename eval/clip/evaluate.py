@@ -45,7 +45,7 @@ from mobilesam_srw.clip.zeroshot import (
 from mobilesam_srw.distributed import resolve_device
 from mobilesam_srw.engine.config import default_workers
 from mobilesam_srw.errors import SrwError
-from mobilesam_srw.lock import output_lock
+from mobilesam_srw.lock import loader_worker_init, output_lock
 from mobilesam_srw.metrics import (
     TABLE4_BANDS,
     TABLE4_BATCH_SIZE,
@@ -286,7 +286,8 @@ def evaluate_clip(config: ClipEvalConfig) -> dict:
     names = _run_names(config.students)
     models = {name: model.to(device) for name, (model, _) in zip(names, loaded)}
     loader = DataLoader(_TeacherPixels(samples, teacher.pixels), batch_size=config.batch_size,
-                        num_workers=config.workers, collate_fn=list)
+                        num_workers=config.workers, collate_fn=list,
+                        worker_init_fn=loader_worker_init)
     with output_lock(config.out):  # one writer per report folder, from the first image to the last file
         features, labels, indices = _embed(models, teacher, loader, device, config.progress)
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(config.band_seed))

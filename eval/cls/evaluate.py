@@ -28,7 +28,7 @@ from mobilesam_srw.cls.data import DATASET_FAMILY, build_datasets
 from mobilesam_srw.cls.task import srw_feature
 from mobilesam_srw.distributed import resolve_device
 from mobilesam_srw.errors import SrwError
-from mobilesam_srw.lock import output_lock
+from mobilesam_srw.lock import loader_worker_init, output_lock
 from mobilesam_srw.metrics import ClassificationMeter, ClassificationMetrics
 from mobilesam_srw.options import check_options, option
 
@@ -179,7 +179,8 @@ def evaluate_classifiers(config: ClsEvalConfig) -> dict:
     if len(set(labels)) != len(labels):
         labels = [str(run) for run in config.runs]
     modelled = {TEACHER_ROW: teacher, **{label: model.to(device) for label, (model, _) in zip(labels, loaded)}}
-    loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, num_workers=config.workers)
+    loader = DataLoader(val_set, batch_size=config.batch_size, shuffle=False, num_workers=config.workers,
+                        worker_init_fn=loader_worker_init)
     with output_lock(config.out) if config.out is not None else contextlib.nullcontext():  # one writer per folder
         results = _score(modelled, teacher, loader, device, config.progress, ranked_by)
         arms = {label: {name: record.get(name) for name in ARM_FIELDS} for label, (_, record) in zip(labels, loaded)}

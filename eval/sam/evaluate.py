@@ -56,6 +56,7 @@ from mobilesam_srw.sam.checkpoint import load_student
 from mobilesam_srw.sam.predictor import generator_default
 from mobilesam_srw.sam.prompt_models import NonFiniteEmbedding, PromptModels
 from mobilesam_srw.sam.teachers.shards import shard_teacher
+from mobilesam_srw.sam.transforms import INPUT_SIZE
 
 MODES = ("grid", "everything", "gt", "teacher-box")
 MASK_PATHS = ("sparse", "full")
@@ -82,7 +83,7 @@ class EvalConfig:
                             "matched one to one, recall by size; gt: annotation prompts vs ground truth and vs the "
                             "teacher (use --prompt box with litemedsam); teacher-box: boxes from the teacher's own "
                             "masks vs the teacher's masks (no annotations needed; for litemedsam)")
-    grids: list[int] = option(factory=lambda: [32], minimum=1, flag="--grid",
+    grids: list[int] = option(factory=lambda: [32], minimum=1, maximum=INPUT_SIZE, flag="--grid",
                               help="points per side; several in one pass, e.g. --grid 5 16 32 (default 32)")
     match: str = option("all", choices=MATCH_MODES, help="grid mode: pairing of the 3 masks per prompt")
     prompt: str = option("center", choices=PROMPTS, help="gt mode: prompt per annotation")
@@ -189,7 +190,7 @@ def evaluate(config: EvalConfig) -> dict:
     with distributed_context(config.device) as ctx, output_lock(config.out, ctx):
         models = teacher.prompt_models(decoder, students, ctx.device)
         mine = samples[ctx.rank :: ctx.world_size]  # each rank decodes only its own images
-        tiler = MaskTiler(decoder) if config.masks == "sparse" else None
+        tiler = MaskTiler(decoder) if config.masks == "sparse" and teacher.sparse_masks else None
         results, skipped = [], Counter()
         with reused_heap(ctx.device.type == "cpu"), PromptBar(
                 len(samples), config.prompts_per_image(), ctx.world_size,

@@ -17,17 +17,20 @@ works as with the teacher. :func:`load_distilled_clip` does the same load after 
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
-from mobilesam_srw.atomic import read_json, write_json
+from mobilesam_srw.atomic import atomic_path, read_json, write_failures
 from mobilesam_srw.clip.student import clip_vision_cfg
 from mobilesam_srw.clip.teacher import ClipTeacher
 from mobilesam_srw.errors import SrwError
@@ -61,7 +64,7 @@ def _is_export(folder: Path) -> bool:
     config = folder / CONFIG_FILE
     try:
         record = read_json(config) if config.is_file() else None
-    except (OSError, ValueError, RecursionError):
+    except (OSError, ValueError, RecursionError, SrwError):
         return False
     return isinstance(record, dict) and isinstance(record.get(RECORD_KEY), dict)
 
@@ -75,8 +78,10 @@ def export_distilled_clip(
 ) -> Path:
     """Write the student with the teacher's text tower as an open_clip ``local-dir:`` folder.
 
-    The folder appears complete or not at all: it is written under a temporary name and renamed.
-    An existing export at ``out`` is replaced; any other non-empty folder is refused.
+    Both files are written under temporary names in ``out``, checked by loading them with open_clip, and
+    only then renamed over the previous ones: a failed export changes nothing. An earlier export at
+    ``out`` gets its two files replaced, and nothing else in the folder is touched (the user's own files
+    there stay); any other non-empty folder is refused.
 
     Args:
         student: from :func:`mobilesam_srw.clip.student.build_clip_student` (trained).
@@ -92,21 +97,26 @@ def export_distilled_clip(
     text_state = {k: v for k, v in teacher.model.state_dict().items() if not k.startswith("visual.")}
     student_state = {f"visual.{k}": v for k, v in student.state_dict().items()}
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in {**text_state, **student_state}.items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    previous = out.with_name(f".{out.name}.old{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
     try:
-        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": EXPORT_FORMAT})
-        write_json(staging / CONFIG_FILE, config)
-        load_distilled_clip(staging)  # open_clip must build it and take every weight (strict)
-        if out.exists():
-            os.replace(out, previous)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(previous, ignore_errors=True)
+        with write_failures(out / WEIGHTS_FILE), atomic_path(out / WEIGHTS_FILE) as weights, \
+                atomic_path(out / CONFIG_FILE) as config_file:
+            with open(weights, "r+b") as stream:  # the file atomic_path made (safetensors' save_file would replace it)
+                stream.write(safetensors_bytes(state, metadata={"format": EXPORT_FORMAT}))
+            config_file.write_text(json.dumps(config, indent=2) + "\n")
+            with tempfile.TemporaryDirectory(prefix=".export-check", dir=out) as check:  # ours alone, removed
+                for name, written in ((WEIGHTS_FILE, weights), (CONFIG_FILE, config_file)):
+                    try:
+                        os.link(written, Path(check) / name)
+                    except OSError:  # a file system without hard links
+                        shutil.copyfile(written, Path(check) / name)
+                load_distilled_clip(Path(check))  # open_clip must build it and take every weight (strict)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # only when empty: a folder we made for nothing goes
+        raise
     return out
 
 

@@ -83,8 +83,8 @@ class _ShardSet:
     embed_dim: int
 
     @classmethod
-    def resolve(cls, patterns: list[str], option_name: str) -> "_ShardSet":
-        paths = shards.resolve_shards(patterns, option_name)
+    def resolve(cls, patterns: list[str], option_name: str, partial: bool = False) -> "_ShardSet":
+        paths = shards.resolve_shards(patterns, option_name, partial)
         manifests = clip_shards.read_clip_manifests(paths)
         teacher = clip_shards.shard_teacher(paths)
         recorded = manifests[0].get("teacher_checkpoint")
@@ -105,7 +105,7 @@ class ClipTask(Task):
 
     def __init__(self, config: ClipTrainConfig) -> None:
         super().__init__(config)
-        self.data = _ShardSet.resolve(config.shards, "--shards")
+        self.data = _ShardSet.resolve(config.shards, "--shards", config.partial_shards)
         self.teacher: ClipTeacher | None = None
         if config.online:
             self.teacher = rebuild_teacher(self.data.teacher, config.teacher_checkpoint, self.data.teacher_checkpoint)
@@ -117,7 +117,7 @@ class ClipTask(Task):
     def val_dataset(self) -> ClipEmbeddingShards | None:
         if not self.config.val_shards:
             return None
-        held_out = _ShardSet.resolve(self.config.val_shards, "--val-shards")
+        held_out = _ShardSet.resolve(self.config.val_shards, "--val-shards", self.config.partial_shards)
         if held_out.teacher["checkpoint_sha256"] != self.data.teacher["checkpoint_sha256"]:
             raise SrwError("--val-shards were written by another teacher than --shards")
         return held_out.dataset(with_embedding=not self.config.online)
@@ -145,6 +145,9 @@ class ClipTask(Task):
     def _record(self, module: nn.Module) -> dict:
         return checkpoint.student_record(module, self.config.student, self.data.embed_dim, list(self.data.image_size),
                                          self.data.teacher, self.data.teacher_checkpoint, loss=self.config.loss)
+
+    def data_identity(self) -> dict[str, dict[str, str]]:
+        return {"--shards": shards.shards_identity(self.data.paths)}
 
     def checkpoint_extra(self, module: nn.Module) -> dict:
         return {key: value for key, value in self._record(module).items() if key != "model"}

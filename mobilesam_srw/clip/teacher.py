@@ -29,10 +29,10 @@ import torchvision.transforms.functional as TF
 from open_clip.transform import MaybeToTensor, PreprocessCfg, image_transform_v2
 from PIL import Image
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torchvision.transforms import Compose, Normalize
 
-from mobilesam_srw.atomic import atomic_path
+from mobilesam_srw.atomic import atomic_file, write_failures
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.weights import file_sha256
 
@@ -436,6 +436,6 @@ def save_teacher_checkpoint(teacher: ClipTeacher, path: Path) -> Path:
     metadata = {"open_clip_model": teacher.identity.name}
     if teacher.identity.random_seed is not None:
         metadata[RANDOM_SEED_KEY] = str(teacher.identity.random_seed)
-    with atomic_path(path) as temporary:
-        save_file(state, str(temporary), metadata=metadata)
+    with write_failures(path), atomic_file(path) as stream:
+        stream.write(safetensors_bytes(state, metadata=metadata))
     return path

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 
-from mobilesam_srw.atomic import atomic_path, write_json
+from mobilesam_srw.atomic import atomic_file, write_failures, write_json
 from mobilesam_srw.clip.teacher import ClipTeacher, TeacherIdentity
 from mobilesam_srw.errors import SrwError
 
@@ -151,9 +151,8 @@ def cached_zero_shot_classifier(
         return torch.from_numpy(weights)
     weights = build_zero_shot_classifier(teacher.model, teacher.tokenizer, classnames, templates, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary:
-        with open(temporary, "wb") as stream:
-            np.save(stream, weights.numpy(), allow_pickle=False)
+    with write_failures(path), atomic_file(path) as stream:
+        np.save(stream, weights.numpy(), allow_pickle=False)
     write_json(
         path.with_suffix(".json"),
         {"key": key, "teacher": teacher.identity.describe(), "classes": len(classnames), "templates": len(templates)},

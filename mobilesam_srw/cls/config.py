@@ -18,6 +18,7 @@ from mobilesam_srw.engine import EngineConfig
 from mobilesam_srw.engine.config import AMP_MODES, OPTIMIZERS, SCHEDULES
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.options import option
+from mobilesam_srw.srw import MIN_TAU
 
 SRW_FEATURES = ("penultimate", "logits")
 SMALL_LR_STUDENTS = ("ShuffleV1", "ShuffleV2", "MobileNetV2", "MobileNetV1")  # mdistiller: lr 0.01
@@ -68,7 +69,7 @@ class ClsTrainConfig(EngineConfig):
         choices=SRW_FEATURES,
         help="teacher output that Eq. 4 compares: the pooled penultimate feature or the logits",
     )
-    tau: float = option(0.7, above=0, help="SRW temperature of Eq. 5 (Table 8: best 0.5-1.0 per pair)")
+    tau: float = option(0.7, minimum=MIN_TAU, help="SRW temperature of Eq. 5 (Table 8: best 0.5-1.0 per pair)")
     optimizer: str = option("sgd", choices=OPTIMIZERS, help="optimiser")
     schedule: str = option("step", choices=SCHEDULES, help="lr schedule")
     warmup: float = option(0.0, minimum=0, help="linear lr warmup (fraction of steps if < 1, else steps)")

@@ -21,7 +21,7 @@ from mobilesam_srw.cls.methods import METHODS
 from mobilesam_srw.cls.models import MODEL_FAMILIES
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.options import check_options, option
-from mobilesam_srw.srw import NORMALIZERS
+from mobilesam_srw.srw import MIN_TAU, NORMALIZERS
 
 # mdistiller's and RepDistiller's teacher folders: <dir>/<teacher>_vanilla/ckpt_epoch_240.pth
 TEACHER_CHECKPOINT = "{teacher}_vanilla/ckpt_epoch_240.pth"
@@ -38,7 +38,8 @@ class Sweep:
     teacher_dir: Path = option(help="holds <teacher>_vanilla/ckpt_epoch_240.pth (mdistiller's cifar_teachers layout)")
     out: Path = option(help="parent folder of the run folders", flag="--runs-dir")
     methods: list[str] = option(factory=lambda: ["kd", "dkd"], choices=tuple(METHODS), help="distillation methods")
-    taus: list[float] = option(factory=lambda: [ClsTrainConfig.tau], above=0, help="SRW temperatures (Table 8's sweep when several)")
+    taus: list[float] = option(factory=lambda: [ClsTrainConfig.tau], minimum=MIN_TAU,
+                               help="SRW temperatures (Table 8's sweep when several)")
     normalizers: list[str] = option(factory=lambda: ["softmax"], choices=NORMALIZERS[:3],
                                     help="softmax (Eq. 5, SRW), reverse (Table 7), sum (Table 9)")
     seeds: list[int] = option(factory=lambda: [0], minimum=0, help="seeds per configuration")
@@ -119,15 +120,26 @@ class Sweep:
         )
         lines = []
         for folder, arguments in self.runs():
+            refuse_control_characters(arguments)
             command = shlex.join([*program, *arguments])
             last = shlex.quote(str(self.out / folder / "checkpoints" / "last.pt"))
             lines.append(f"if [ -f {last} ]; then {command} --resume; else {command}; fi")
         return lines
 
 
+def refuse_control_characters(values: list[str], what: str = "a value") -> None:
+    """One line for a value holding a control character (a newline, a tab, an escape, ...): ``commands.txt`` is
+    read one command per line (``sweep.sbatch``), so a newline inside a value would start a command of its own."""
+    for value in values:
+        if any(ord(char) < 0x20 or ord(char) == 0x7F for char in str(value)):
+            raise SrwError(f"{what} holds a control character (newline, tab, ...): {str(value)!r:.200}; launch "
+                           "scripts take no such values (rename the folder)")
+
+
 def write_sweep(sweep: Sweep, folder: Path) -> list[Path]:
     """``commands.txt``, ``run_all.sh`` and ``sweep.sbatch`` in ``folder``; returns their paths."""
     folder = Path(folder)
+    refuse_control_characters([str(folder.resolve())], "--script-dir")
     if folder.exists() and not folder.is_dir():
         raise SrwError(f"--script-dir {folder} exists and is not a folder")
     commands = sweep.commands()  # every value checked before the folder is made

@@ -46,6 +46,18 @@ class ClsTask(Task):
             models.load_teacher_checkpoint(self.teacher, config.teacher_checkpoint)
             self.teacher.eval().requires_grad_(False)
 
+    def data_identity(self) -> dict[str, dict[str, str]]:
+        from mobilesam_srw.cls.data import dataset_fingerprint
+        from mobilesam_srw.weights import file_sha256
+
+        config = self.config
+        identity = {"--data": {"path": str(config.data) if config.data else config.dataset,
+                               "fingerprint": dataset_fingerprint(self.train_set, self.val_set)}}
+        if config.teacher_checkpoint is not None:
+            identity["--teacher-checkpoint"] = {"path": str(config.teacher_checkpoint),
+                                                "fingerprint": file_sha256(config.teacher_checkpoint)}
+        return identity
+
     def train_dataset(self):
         return self.train_set
 

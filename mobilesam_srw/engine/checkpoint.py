@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mobilesam_srw.atomic import atomic_path, remove_leftovers
+from mobilesam_srw.atomic import atomic_file, remove_leftovers, write_failures
 from mobilesam_srw.errors import SrwError
 
 STUDENT_FILE = "student.pt"
@@ -43,11 +43,12 @@ def set_rng_states(states: dict) -> None:
 
 
 def save(path: Path, state: dict) -> None:
-    """``torch.save`` under a temporary name, then rename."""
+    """``torch.save`` under a temporary name, then rename; a full disk or a folder we may not write is one
+    :class:`SrwError` line naming the file, and leaves no temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary:
-        torch.save(state, temporary)
+    with write_failures(path), atomic_file(path) as stream:
+        torch.save(state, stream)
 
 
 def load(path: Path) -> dict:

@@ -15,7 +15,7 @@ import torch
 
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.options import check_options, option
-from mobilesam_srw.srw import NORMALIZERS
+from mobilesam_srw.srw import MIN_TAU, NORMALIZERS
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "step")
@@ -36,7 +36,7 @@ class EngineConfig:
     """
 
     out: Path = option(help="run folder (config.json, metrics.jsonl, tensorboard/, checkpoints/, student.pt)")
-    tau: float = option(0.5, help="SRW temperature of Eq. 5", above=0)
+    tau: float = option(0.5, help=f"SRW temperature of Eq. 5 (>= {MIN_TAU:g})", minimum=MIN_TAU)
     normalizer: str = option("softmax", help="weights from avesim: softmax (Eq. 5), reverse (Table 7), sum (Eq. 7)",
                              choices=NORMALIZERS[:3])
     srw_scope: str = option("batch", choices=SRW_SCOPES,
@@ -109,6 +109,9 @@ class FeatureDistillationConfig(EngineConfig):
 
     loss: str = option("srw", choices=LOSSES, help="srw: the MSE re-weighted by SRW (Eq. 4-6); mse: the plain MSE, "
                                                    "the baseline (MobileSAM's)")
+
+    partial_shards: bool = option(False, help="train on the shards a precompute has written so far while it still "
+                                              "runs or after it was killed (refused by default)")
 
     RUN_FIELDS = EngineConfig.RUN_FIELDS + ("loss",)
 

@@ -16,15 +16,17 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from mobilesam_srw.atomic import output_subfolder
 from mobilesam_srw.distributed import DistributedContext
 from mobilesam_srw.engine import checkpoint
 from mobilesam_srw.engine.config import EngineConfig, amp_dtype
 from mobilesam_srw.engine.optim import build_optimizer
-from mobilesam_srw.engine.plan import BatchPlan, MicroBatchSampler
+from mobilesam_srw.engine.plan import BatchPlan, EpochItems, MicroBatchSampler
 from mobilesam_srw.engine.schedule import build_scheduler
 from mobilesam_srw.engine.task import Losses, Task
 from mobilesam_srw.engine.weighting import item_weights, step_weights
 from mobilesam_srw.errors import SrwError
+from mobilesam_srw.lock import loader_worker_init
 from mobilesam_srw.srw import average_similarity, srw_weights
 
 NAMED_SAMPLES = 8  # a non-finite loss names this many of the step's samples
@@ -71,13 +73,14 @@ class Engine:
         self.amp = amp_dtype(config.amp, ctx.device)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp == torch.float16)
         self.step = 0
+        self.data_identity = task.data_identity()
 
     # --- state -------------------------------------------------------------------------
     def state(self) -> dict:
         return {
             "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
-            "rng": checkpoint.rng_states(), "config": self.config.run_fields(),
+            "rng": checkpoint.rng_states(), "config": self.config.run_fields(), "data": self.data_identity,
             **self.task.checkpoint_extra(self.module),
         }
 
@@ -86,6 +89,7 @@ class Engine:
             if state["config"].get(name) != value:
                 raise SrwError(f"--resume: the run was started with {name}={state['config'].get(name)!r}, "
                                f"not {value!r}")
+        self._check_same_data(state.get("data"))
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -93,11 +97,29 @@ class Engine:
         self.step = state["step"]
         checkpoint.set_rng_states(state["rng"])
 
+    def _check_same_data(self, recorded: dict | None) -> None:
+        """Refuse to resume on other data (or another teacher file) than the run started with, naming it;
+        a checkpoint written before data identities were recorded is not checked."""
+        if not recorded:
+            return
+        for name in sorted(set(recorded) | set(self.data_identity)):
+            was, now = recorded.get(name), self.data_identity.get(name)
+            if was is None or now is None:
+                raise SrwError(f"--resume: the run was started {'without' if was is None else 'with'} {name}"
+                               + (f" {was['path']}" if was else "") + ", and is resumed "
+                               + ("with " + now["path"] if now else "without it") + "; start a new --out")
+            if was["fingerprint"] != now["fingerprint"]:
+                moved = "" if was["path"] != now["path"] else " (the same path, other content)"
+                raise SrwError(f"--resume: the run was started with {name} {was['path']} (fingerprint "
+                               f"{was['fingerprint'][:12]}), not {now['path']} ({now['fingerprint'][:12]}){moved}; "
+                               "resume with the data it started with, or start a new --out")
+
     def save(self, *names: str) -> None:
         if self.ctx.is_main:
             state = self.state()
+            folder = output_subfolder(self.config.out / checkpoint.CHECKPOINT_DIR)  # a planted link is refused
             for name in names:
-                checkpoint.save(self.config.out / checkpoint.CHECKPOINT_DIR / name, state)
+                checkpoint.save(folder / name, state)
 
     @property
     def epoch(self) -> int:
@@ -165,8 +187,13 @@ class Engine:
 
     # --- data and validation -------------------------------------------------------------
     def loader(self, epoch: int, start_step: int) -> DataLoader:
-        return DataLoader(self.dataset, batch_sampler=MicroBatchSampler(self.plan, epoch, self.ctx.rank, start_step),
-                          num_workers=self.config.workers, pin_memory=self.ctx.device.type == "cuda")
+        """The rest of ``epoch`` from ``start_step``: each item drawn with its own seed (random augmentation is
+        a function of seed, epoch and sample, whichever worker reads it and wherever a run resumed), and the
+        loader's own seed from a generator of its own (the run's RNG is left as the checkpoint holds it)."""
+        return DataLoader(EpochItems(self.dataset, self.config.seed, epoch),
+                          batch_sampler=MicroBatchSampler(self.plan, epoch, self.ctx.rank, start_step),
+                          num_workers=self.config.workers, pin_memory=self.ctx.device.type == "cuda",
+                          worker_init_fn=loader_worker_init, generator=self.plan.generator(epoch))
 
     def _validation_weights(self, target, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Sample and item weights of one held-out batch; sample-wise groups are the batch itself."""
@@ -185,7 +212,8 @@ class Engine:
         self.module.eval()
         share = Subset(dataset, range(self.ctx.rank, len(dataset), self.ctx.world_size))
         sums, names = None, []
-        for batch in DataLoader(share, batch_size=self.config.batch_size, num_workers=self.config.workers):
+        for batch in DataLoader(share, batch_size=self.config.batch_size, num_workers=self.config.workers,
+                                worker_init_fn=loader_worker_init):
             batch = to_device(batch, self.ctx.device)
             with self.autocast():
                 target = self.task.targets(batch)

@@ -27,6 +27,7 @@ from mobilesam_srw.engine.run_log import RunLogger
 from mobilesam_srw.engine.task import Task
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.lock import output_lock
+from mobilesam_srw.threads import cpu_threads, threads_beside
 
 CONFIG_FILE = "config.json"
 
@@ -63,7 +64,7 @@ def fit(task: Task) -> dict:
     """Train (or resume) ``task``'s run; returns the last step's metrics and the last validation (``val_*``)."""
     config = task.config  # checked when the task was made (Task.__init__)
     config.out = Path(config.out)
-    with distributed_context(config.device) as ctx:
+    with distributed_context(config.device) as ctx, cpu_threads(threads_beside(config.workers)):
         engine = Engine(task, ctx)
         validation = task.val_dataset()
         with output_lock(config.out, ctx):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,12 @@ class BatchPlan:
         """Whole global batches per epoch; a final partial one is dropped."""
         return self.num_samples // self.global_batch
 
+    def generator(self, epoch: int) -> torch.Generator:
+        """The generator of ``epoch``'s order (and of its DataLoader's worker seeds)."""
+        return torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+
     def permutation(self, epoch: int) -> torch.Tensor:
-        return torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        return torch.randperm(self.num_samples, generator=self.generator(epoch))
 
     def micro_batches(self, epoch: int, rank: int, start_step: int = 0) -> Iterator[list[int]]:
         """Index lists of ``rank``'s micro-batches, from global step ``start_step`` to the epoch's end."""
@@ -52,6 +56,34 @@ class BatchPlan:
             for micro in range(self.grad_accum):
                 start = step * self.global_batch + (micro * self.world_size + rank) * self.batch_size
                 yield order[start : start + self.batch_size].tolist()
+
+
+class EpochItems(Dataset):
+    """The training set as one epoch reads it: item ``i`` is drawn under torch's RNG seeded by (seed, epoch,
+    ``i``), so its random augmentation does not depend on which worker reads it, on the items read before it,
+    or on where a run was resumed (a resumed run sees exactly the items of an uninterrupted one). The
+    caller's RNG is left as it was.
+
+    Args:
+        dataset: the map-style training set.
+        seed: the run's seed.
+        epoch: the epoch.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, epoch: int) -> None:
+        self.dataset, self.base = dataset, (seed * 100_003 + epoch) * 1_000_003
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        generator = torch.random.default_generator  # the CPU generator (torch.manual_seed would seed CUDA too)
+        kept = generator.get_state()
+        try:
+            generator.manual_seed((self.base + index) % 2**63)
+            return self.dataset[index]
+        finally:
+            generator.set_state(kept)
 
 
 class MicroBatchSampler(Sampler[list[int]]):

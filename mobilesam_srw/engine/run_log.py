@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
-from mobilesam_srw.atomic import atomic_path
+from mobilesam_srw.atomic import atomic_file, output_subfolder
+from mobilesam_srw.errors import SrwError
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -22,8 +25,20 @@ def _cut_back(path: Path, step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):
             continue  # a line cut short by a kill
-    with atomic_path(path) as temporary:
-        temporary.write_text("".join(f"{line}\n" for line in kept))
+    with atomic_file(path, "w") as stream:
+        stream.write("".join(f"{line}\n" for line in kept))
+
+
+def _open_log(path: Path, append: bool):
+    """``path`` opened for appending (or anew), never through a link planted at its name."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        descriptor = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise SrwError(f"{path} is a link; refusing to write through it (remove it)") from None
+        raise
+    return os.fdopen(descriptor, "a" if append else "w")
 
 
 class RunLogger:
@@ -45,8 +60,9 @@ class RunLogger:
         path = Path(out) / METRICS_FILE
         if start_step:
             _cut_back(path, start_step)
-        self.metrics = open(path, "a" if start_step else "w")
-        self.tensorboard = SummaryWriter(str(Path(out) / TENSORBOARD_DIR), purge_step=start_step or None)
+        self.metrics = _open_log(path, append=bool(start_step))
+        self.tensorboard = SummaryWriter(str(output_subfolder(Path(out) / TENSORBOARD_DIR)),
+                                         purge_step=start_step or None)
 
     def log(self, step: int, values: dict[str, float], prefix: str = "train") -> None:
         if not self.enabled:

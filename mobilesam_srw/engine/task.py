@@ -117,6 +117,11 @@ class Task(ABC):
     def student_record(self, module: nn.Module) -> dict:
         """The final student file's content (``student.pt``): weights and what rebuilds them."""
 
+    def data_identity(self) -> dict[str, dict[str, str]]:
+        """What the run reads, for ``--resume`` to refuse other data: option -> ``{"path", "fingerprint"}``,
+        a fingerprint of the content (not only of the path), computed once per run."""
+        return {}
+
     def checkpoint_extra(self, module: nn.Module) -> dict:
         """Fields a checkpoint carries besides the engine's (e.g. the student's name and size)."""
         return {}

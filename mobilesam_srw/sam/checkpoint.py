@@ -19,7 +19,8 @@ from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam.student import SamStudent, build_student
 from mobilesam_srw.sam.transforms import PATCH_SIZE
 
-__all__ = ["CHECKPOINT_DIR", "LAST_CHECKPOINT", "STUDENT_FILE", "load", "load_student", "save", "student_record"]
+__all__ = ["CHECKPOINT_DIR", "LAST_CHECKPOINT", "STUDENT_FILE", "load", "load_student", "save", "student_path",
+           "student_record"]
 
 
 def student_record(student: SamStudent, **extra) -> dict:
@@ -28,8 +29,8 @@ def student_record(student: SamStudent, **extra) -> dict:
             "model": student.state_dict(), **extra}
 
 
-def load_student(path: Path) -> tuple[SamStudent, dict]:
-    """A student from a run folder (its ``student.pt``, else the last checkpoint) or a file."""
+def student_path(path: Path) -> Path:
+    """The file a student is read from: a run folder's ``student.pt``, else its last checkpoint, or the file given."""
     path = Path(path)
     if not path.exists():
         raise SrwError(f"{path}: no such run folder or student file")
@@ -38,6 +39,12 @@ def load_student(path: Path) -> tuple[SamStudent, dict]:
         path = final if final.is_file() else path / CHECKPOINT_DIR / LAST_CHECKPOINT
         if not path.is_file():
             raise SrwError(f"{path.parent.parent} holds no {STUDENT_FILE} and no checkpoint (not a srw-sam run folder?)")
+    return path
+
+
+def load_student(path: Path) -> tuple[SamStudent, dict]:
+    """A student from a run folder (its ``student.pt``, else the last checkpoint) or a file."""
+    path = student_path(path)
     record = load(path)
     if "student" not in record or "model" not in record:
         raise SrwError(f"{path} is not a student file or training checkpoint of srw-sam")

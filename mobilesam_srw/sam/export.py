@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import Sam
 
+from mobilesam_srw.atomic import refuse_input_as_output
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam import checkpoint
 from mobilesam_srw.sam.mobilesam_format import to_mobilesam
@@ -44,7 +45,14 @@ def check_mobilesam_student(student: SamStudent) -> None:
 
 
 def export_mobilesam(run: Path, sam_checkpoint: Path, out: Path) -> dict[str, torch.Tensor]:
-    """Write ``out``: MobileSAM's ``image_encoder.*`` from the run, the rest from the SAM checkpoint."""
+    """Write ``out``: MobileSAM's ``image_encoder.*`` from the run, the rest from the SAM checkpoint.
+
+    ``out`` may not be one of the inputs (the run's ``student.pt`` or checkpoint, the SAM checkpoint): we
+    never overwrite what we read."""
+    out = Path(out)
+    refuse_input_as_output(out, [checkpoint.student_path(run), Path(sam_checkpoint), Path(run)])
+    if out.is_dir():
+        raise SrwError(f"--out {out} is a folder; name the checkpoint file to write, e.g. {out / 'mobile_sam_srw.pt'}")
     student, _ = checkpoint.load_student(run)
     check_mobilesam_student(student)
     state = {**to_mobilesam(student), **prompt_and_decoder(sam_checkpoint)}

@@ -38,6 +38,7 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.onnx import SamOnnxModel
 from torch import nn
 
+from mobilesam_srw.atomic import refuse_input_as_output
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.onnx_export import (
     DEFAULT_OPSET,
@@ -253,6 +254,9 @@ def export_run_onnx(
     """
     require_onnx("onnx")
     check_opset(opset)
+    inputs = [checkpoint.student_path(run)] + ([Path(sam_checkpoint)] if sam_checkpoint is not None else [])
+    for written in (Path(out), Path(out) / ENCODER_FILE, Path(out) / DECODER_FILE):
+        refuse_input_as_output(written, inputs)  # never overwrite what we read
     student, record = checkpoint.load_student(run)
     sam = decoder_from_checkpoint(sam_checkpoint) if sam_checkpoint is not None else None
     frame = teacher_frame(student, record, sam)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilesam_srw.errors import SrwError
-from mobilesam_srw.sam.student import TINYVIT_CONFIGS, _TinyVitTrunk, sam_neck
+from mobilesam_srw.sam.student import TINYVIT_CONFIGS, _TinyVitTrunk, sam_neck, timm_feature_strides
 from mobilesam_srw.sam.teachers.sam2 import EMBEDDING_SHAPE, HIGH_RES_MAPS, INPUT_SIZE
 
 FAMILY = "sam2"  # the student record's ``family``
@@ -52,11 +52,7 @@ class _TimmLevels(nn.Module):
 
     def __init__(self, name: str) -> None:
         super().__init__()
-        try:
-            probe = timm.create_model(name, pretrained=False, features_only=True)
-        except Exception as error:  # unknown name, or no features_only support
-            raise SrwError(f"timm backbone {name!r} cannot be built with features_only: {error}") from None
-        reductions = probe.feature_info.reduction()
+        reductions = timm_feature_strides(name)
         missing = [stride for stride in LEVEL_STRIDES[:2] if stride not in reductions]
         if missing or min(reductions) > LEVEL_STRIDES[-1]:
             raise SrwError(f"timm backbone {name!r} has no features at stride {missing or [16]} (its strides: "

@@ -158,6 +158,15 @@ class _TinyVitTrunk(nn.Module):
         return outputs
 
 
+def timm_feature_strides(name: str) -> list[int]:
+    """The strides (reductions) of a timm backbone's ``features_only`` maps, or one line why it has none."""
+    try:
+        probe = timm.create_model(name, pretrained=False, features_only=True)
+    except Exception as error:  # unknown name, or no features_only support
+        raise SrwError(f"timm backbone {name!r} cannot be built with features_only: {error}") from None
+    return list(probe.feature_info.reduction())
+
+
 class _TimmFeatures(nn.Module):
     """The deepest feature map of a timm backbone at stride <= 16; for a finer output stride,
     that map upsampled (bilinear) to the grid of the backbone's features at the stride and
@@ -170,11 +179,7 @@ class _TimmFeatures(nn.Module):
 
     def __init__(self, name: str, stride: int = PATCH_SIZE) -> None:
         super().__init__()
-        try:
-            probe = timm.create_model(name, pretrained=False, features_only=True)
-        except Exception as error:  # unknown name, or no features_only support
-            raise SrwError(f"timm backbone {name!r} cannot be built with features_only: {error}") from None
-        reductions = probe.feature_info.reduction()
+        reductions = timm_feature_strides(name)
         deep = max(i for i, reduction in enumerate(reductions) if reduction <= PATCH_SIZE)
         indices = (deep,)
         if reductions[deep] > stride:

@@ -36,7 +36,7 @@ from mobilesam_srw.sam.student import (
     student_stride,
 )
 from mobilesam_srw.sam.teachers.shards import shard_teacher
-from mobilesam_srw.sam.transforms import valid_patch_mask
+from mobilesam_srw.sam.transforms import INPUT_SIZE, valid_patch_mask
 
 OUTPUT_INITS = ("default", "teacher-stats")
 STATISTICS_SAMPLES = 64
@@ -56,7 +56,7 @@ class SamTrainConfig(Sam2LossOptions, FeatureDistillationConfig):
 
     shards: list[str] = option(help="precompute shards: globs (quote them), folders, files")
     student: str = option("tinyvit-5m", help="tinyvit-5m (MobileSAM), tinyvit-micro, or timm:<name>")
-    student_size: int | None = option(None, minimum=16,
+    student_size: int | None = option(None, minimum=16, maximum=INPUT_SIZE,
                                       help="the student's input size in px (default: the teacher's); its output "
                                            "stride is this size / the teacher's grid (TinyViT: 4, 8 or 16)")
     init: Path | None = option(None, help="initial weights: a run folder, student.pt, or a MobileSAM checkpoint")
@@ -89,7 +89,7 @@ class SamTask(Task):
 
     def __init__(self, config: SamTrainConfig) -> None:
         super().__init__(config)
-        self.paths = shards.resolve_shards(config.shards)
+        self.paths = shards.resolve_shards(config.shards, partial=config.partial_shards)
         self.embedding_shape = shards.embedding_shape(self.paths)
         self.teacher = shard_teacher(self.paths)
         if tuple(self.teacher.spec.embedding_shape) != tuple(self.embedding_shape):
@@ -107,7 +107,7 @@ class SamTask(Task):
     def val_dataset(self) -> EmbeddingShards | None:
         if not self.config.val_shards:
             return None
-        paths = shards.resolve_shards(self.config.val_shards, "--val-shards")
+        paths = shards.resolve_shards(self.config.val_shards, "--val-shards", self.config.partial_shards)
         shard_teacher([*self.paths, *paths])  # the same teacher, or one line
         return EmbeddingShards(shards.index_shards(paths), self.input_size, self.maps)
 
@@ -132,6 +132,9 @@ class SamTask(Task):
         images = student_input(self.preprocessing, batch["image"], batch["size"], self.student_size)
         predicted = model(images).float()
         return Losses(distill=feature_mse(predicted, batch["embedding"].float(), dim=1))  # [B, H*W], Eq. 2
+
+    def data_identity(self) -> dict[str, dict[str, str]]:
+        return {"--shards": shards.shards_identity(self.paths)}
 
     def checkpoint_extra(self, module: SamStudent) -> dict:
         return {"student": module.name, "img_size": module.img_size, "stride": module.stride}

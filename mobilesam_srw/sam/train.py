@@ -21,7 +21,7 @@ def train(config: SamTrainConfig) -> dict:
     (:class:`~mobilesam_srw.sam.sam2_task.Sam2Task`).
     """
     config.check()
-    if shard_teacher(shards.resolve_shards(config.shards)).spec.family == "sam2":
+    if shard_teacher(shards.resolve_shards(config.shards, partial=config.partial_shards)).spec.family == "sam2":
         from mobilesam_srw.sam.sam2_task import Sam2Task
 
         return fit(Sam2Task(config))

@@ -46,6 +46,7 @@ from mobilesam_srw.sam.predictor import (
 )
 from mobilesam_srw.sam.prompt_models import TEACHER_RUN
 from mobilesam_srw.sam.teachers.shards import shard_teacher
+from mobilesam_srw.sam.transforms import INPUT_SIZE
 from mobilesam_srw.shards import ShardSample
 from mobilesam_srw.viz.figure_io import FULL_WIDTH_INCHES, PAPER_STYLE, plt, save_figure
 from mobilesam_srw.viz.sam.config import FigureConfig
@@ -70,9 +71,10 @@ class CompareConfig(FigureConfig):
                          help="everything: automatic masks from a point grid; box: one mask per annotation box "
                               "(use it with litemedsam, trained with boxes only); teacher-box: one mask per box "
                               "from the teacher's own masks (no annotations needed)")
-    box_grid: int = option(4, minimum=1, help="teacher-box: boxes per side of the grid of boxes whose teacher masks "
-                                              "give the box prompts")
-    grid: int = option(16, minimum=1, help="points per side of the automatic mask generator")
+    box_grid: int = option(4, minimum=1, maximum=INPUT_SIZE,
+                           help="teacher-box: boxes per side of the grid of boxes whose teacher masks give the box "
+                                "prompts")
+    grid: int = option(16, minimum=1, maximum=INPUT_SIZE, help="points per side of the automatic mask generator")
     pred_iou_thresh: float = option(generator_default("pred_iou_thresh"), minimum=0,
                                     help="SamAutomaticMaskGenerator's predicted-IoU filter")
     stability_thresh: float = option(generator_default("stability_score_thresh"), minimum=0,

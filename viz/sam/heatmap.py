@@ -22,7 +22,7 @@ from mobilesam_srw.lock import output_lock
 from mobilesam_srw.options import option
 from mobilesam_srw.sam.teachers.shards import shard_teacher
 from mobilesam_srw.shards import ShardSample, iterate_shards
-from mobilesam_srw.srw import NORMALIZERS, srw_weights
+from mobilesam_srw.srw import MIN_TAU, NORMALIZERS, srw_weights
 from mobilesam_srw.viz.figure_io import FULL_WIDTH_INCHES, PAPER_STYLE, plt, save_figure
 from mobilesam_srw.viz.sam.config import FigureConfig
 
@@ -34,7 +34,7 @@ COLOUR_MAP = "viridis"  # perceptually uniform, readable in greyscale and by col
 class HeatmapConfig(FigureConfig):
     """``srw-sam heatmap``: Figure 4 of the chosen samples; tau and normalizer as in training."""
 
-    tau: float = option(EngineConfig.tau, above=0, help="SRW temperature of Eq. 5")
+    tau: float = option(EngineConfig.tau, minimum=MIN_TAU, help="SRW temperature of Eq. 5")
     normalizer: str = option(EngineConfig.normalizer, choices=NORMALIZERS[:3],
                              help="weights from avesim: softmax (Eq. 5), reverse (Table 7), sum (Eq. 7)")
 

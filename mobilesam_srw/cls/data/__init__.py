@@ -52,6 +52,24 @@ DATASETS: dict[str, DatasetSpec] = {
 DATASET_FAMILY: dict[str, str | None] = {name: spec.model_family for name, spec in DATASETS.items()}
 
 
+def dataset_fingerprint(*datasets: Dataset) -> str:
+    """A SHA-256 of what the data sets hold (pixels and labels in memory; image files' relative paths and
+    labels for folders), so ``--resume`` knows the data by its content, not by its path."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for dataset in datasets:
+        if isinstance(dataset, TensorImageDataset):
+            digest.update(repr((tuple(dataset.images.shape), str(dataset.images.dtype))).encode())
+            digest.update(dataset.images.contiguous().numpy().tobytes())
+            digest.update(dataset.labels.contiguous().numpy().tobytes())
+        else:
+            keys = getattr(dataset, "keys", None)
+            labels = [label for _, label in getattr(getattr(dataset, "folder", None), "samples", [])]
+            digest.update(repr((type(dataset).__name__, len(dataset), keys, labels)).encode())
+    return digest.hexdigest()
+
+
 def build_datasets(
     dataset_name: str, data_dir: str | Path | None, train_transform: bool = True
 ) -> tuple[Dataset, Dataset, int]:
@@ -84,6 +102,7 @@ __all__ = [
     "DatasetSpec",
     "TensorImageDataset",
     "build_datasets",
+    "dataset_fingerprint",
     "make_item",
     "read_cifar",
 ]

@@ -4,8 +4,11 @@ Formats (https://www.cs.toronto.edu/~kriz/cifar.html):
 
 - ``python``: ``cifar-100-python/{train,test,meta}``, ``cifar-10-batches-py/{data_batch_1..5,
   test_batch,batches.meta}``: pickles of dicts holding a uint8 ``data`` array ``[N, 3072]`` and
-  label lists. They are read with :class:`CifarUnpickler`, which admits only numpy's array
-  reconstruction; a file naming any other global is refused, never executed.
+  label lists. They are read with :class:`CifarUnpickler`, which admits only what these files hold
+  (numpy's reconstruction of one uint8 array, never a call that allocates one of a chosen shape); a
+  file naming any other global is refused, never executed. Every file is a regular file no larger
+  than its published size allows, and holds at most its published number of images
+  (:data:`PUBLISHED_IMAGES`) with one integer label each.
 - ``binary``: ``cifar-100-binary/{train,test}.bin`` (records of coarse label, fine label, 3072
   pixel bytes), ``cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin`` (label, 3072 bytes),
   with label names in text files.
@@ -47,6 +50,15 @@ ARCHIVE_MD5 = MappingProxyType(
 )
 
 IMAGE_BYTES = 3 * 32 * 32
+
+# Images per file in the published data sets: a file may hold fewer (a subset), never more.
+PUBLISHED_IMAGES = MappingProxyType({
+    "train": 50_000, "test": 10_000, "train.bin": 50_000, "test.bin": 10_000,
+    **{f"data_batch_{i}{suffix}": 10_000 for i in range(1, 6) for suffix in ("", ".bin")},
+    "test_batch": 10_000, "test_batch.bin": 10_000,
+})
+MAX_FILE_OVERHEAD = 1 << 24  # bytes beyond the pixels a file may hold (labels, names, pickle framing)
+MAX_NAMES_BYTES = 1 << 20  # label-name files (meta, batches.meta, *.txt)
 
 
 @dataclass(frozen=True)
@@ -130,32 +142,62 @@ LAYOUTS = MappingProxyType(
 NUM_CLASSES = MappingProxyType({"cifar100": 100, "cifar10": 10})
 
 
+class _ArrayType:
+    """What the global ``numpy.ndarray`` stands for while unpickling: an argument of the array
+    reconstruction only; calling it (``ndarray(shape, dtype)``, an allocation of any size) is refused."""
+
+    def __init__(self, refuse) -> None:
+        self.refuse = refuse
+
+    def __call__(self, *args, **kwargs):
+        raise self.refuse(f"a call of numpy.ndarray{args!r}")
+
+    def __repr__(self) -> str:
+        return "numpy.ndarray"
+
+
 class CifarUnpickler(pickle.Unpickler):
     """Unpickles CIFAR's python-format files and nothing else.
 
-    The files hold dicts, lists, strings, ints and numpy arrays; the only globals they name are
-    numpy's array reconstruction (``numpy.core.multiarray._reconstruct`` in the published
+    The files hold dicts, lists, strings, ints and one uint8 numpy array; the only globals they name
+    are numpy's array reconstruction (``numpy.core.multiarray._reconstruct`` in the published
     files, ``numpy._core.multiarray._reconstruct`` when NumPy 2 wrote them), ``numpy.ndarray``
-    and ``numpy.dtype``. Any other global raises SrwError before anything is called.
+    and ``numpy.dtype``, called exactly as numpy pickles a uint8 array: ``_reconstruct(ndarray,
+    (0,), b'b')`` (an empty array that the pickle's data then fills, so its size is the file's) and
+    ``dtype('u1', 0, 1)``. Any other global, or any other call of these, raises SrwError before
+    anything is allocated or called.
     """
 
     def __init__(self, file: io.BufferedIOBase, source: str) -> None:
         super().__init__(file, encoding="latin1")  # the published files were written by Python 2
         self.source = source
+        array_type = _ArrayType(self._refused)
         reconstruct = np.ndarray.__reduce__(np.zeros(0))[0]
+
+        def empty_array(subtype, shape, code):
+            if subtype is not array_type or tuple(shape) != (0,) or code not in (b"b", "b"):
+                raise self._refused(f"_reconstruct{(subtype, shape, code)!r}")
+            return reconstruct(np.ndarray, (0,), b"b")
+
+        def uint8_dtype(name, align=0, copy=1):
+            if name not in ("u1", b"u1") or align not in (0, False) or copy not in (1, True):
+                raise self._refused(f"dtype{(name, align, copy)!r}")
+            return np.dtype("u1")
+
         self.allowed = {
-            ("numpy.core.multiarray", "_reconstruct"): reconstruct,
-            ("numpy._core.multiarray", "_reconstruct"): reconstruct,
-            ("numpy", "ndarray"): np.ndarray,
-            ("numpy", "dtype"): np.dtype,
+            ("numpy.core.multiarray", "_reconstruct"): empty_array,
+            ("numpy._core.multiarray", "_reconstruct"): empty_array,
+            ("numpy", "ndarray"): array_type,
+            ("numpy", "dtype"): uint8_dtype,
         }
+
+    def _refused(self, what: str) -> SrwError:
+        return SrwError(f"{self.source}: refused to unpickle {what[:120]}; a CIFAR python-format file holds only "
+                        "one uint8 numpy array, lists, dicts and strings")
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.allowed:
-            raise SrwError(
-                f"{self.source}: refused to unpickle {module}.{name}; a CIFAR python-format file holds only "
-                "numpy arrays, lists, dicts and strings"
-            )
+            raise self._refused(f"{module}.{name}")
         return self.allowed[module, name]
 
 
@@ -203,10 +245,11 @@ def _python_split(layout: CifarLayout, files: dict[str, bytes], names: tuple[str
         data, label_list = content.get("data"), content.get(layout.label_field)
         if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_BYTES:
             raise SrwError(f"{source}: 'data' is not a uint8 array of shape [N, {IMAGE_BYTES}]")
-        try:
-            label_array = np.asarray(label_list, dtype=np.int64)
-        except (TypeError, ValueError):
-            raise SrwError(f"{source}: {layout.label_field!r} is not a list of integers") from None
+        if len(data) > PUBLISHED_IMAGES[name]:
+            raise SrwError(f"{source}: {len(data)} images, more than the published file's {PUBLISHED_IMAGES[name]}")
+        if not isinstance(label_list, list) or not all(type(label) is int for label in label_list):
+            raise SrwError(f"{source}: {layout.label_field!r} is not a list of integers")  # not floats, strings
+        label_array = np.asarray(label_list, dtype=np.int64)
         if label_array.shape != (len(data),):
             raise SrwError(f"{source}: {len(data)} images but {label_array.size} {layout.label_field!r}")
         _check_labels(label_array, num_classes, source)
@@ -224,6 +267,8 @@ def _binary_split(layout: CifarLayout, files: dict[str, bytes], names: tuple[str
         if raw.size == 0 or raw.size % record:
             raise SrwError(f"{source}: {raw.size} bytes is not a whole number of {record}-byte records (truncated?)")
         records = raw.reshape(-1, record)
+        if len(records) > PUBLISHED_IMAGES[name]:
+            raise SrwError(f"{source}: {len(records)} images, more than the published file's {PUBLISHED_IMAGES[name]}")
         label_array = records[:, layout.label_field].astype(np.int64)
         _check_labels(label_array, num_classes, source)
         images.append(records[:, layout.label_bytes :])
@@ -250,13 +295,22 @@ def _class_names(layout: CifarLayout, data: bytes, num_classes: int, where: str)
     return names
 
 
+def max_file_bytes(name: str) -> int:
+    """The largest a CIFAR file named ``name`` may be: its published images' pixels and labels, and framing."""
+    if name not in PUBLISHED_IMAGES:
+        return MAX_NAMES_BYTES
+    return PUBLISHED_IMAGES[name] * (IMAGE_BYTES + 2) + MAX_FILE_OVERHEAD
+
+
 def _read_folder(folder: Path, needed: tuple[str, ...]) -> dict[str, bytes]:
+    from mobilesam_srw.atomic import read_regular
+
     files = {}
     for name in needed:
         path = folder / name
         if not path.is_file():
             raise SrwError(f"{folder}: missing {name}; is it a complete {folder.name} folder?")
-        files[name] = path.read_bytes()
+        files[name] = read_regular(path, max_file_bytes(name))
     return files
 
 

@@ -22,6 +22,7 @@ from mobilesam_srw.commands.config_args import (
 )
 from mobilesam_srw.engine.config import EngineConfig
 from mobilesam_srw.options import option
+from mobilesam_srw.srw import MIN_TAU
 
 HELP = "run every CLIP stage on bundled sample photos with a RANDOM open_clip teacher, and write a report"
 RANDOM_TEACHER_NOTE = (
@@ -49,7 +50,7 @@ class ClipDemoConfig:
     images_per_class: int = option(2, help="evaluation images per class (8 classes)", minimum=1)
     epochs: int = option(3, help="training epochs of each student", minimum=1)
     batch_size: int = option(8, help="training batch (the SRW group)", minimum=2)
-    tau: float = option(EngineConfig.tau, help="SRW temperature", above=0)
+    tau: float = option(EngineConfig.tau, help="SRW temperature", minimum=MIN_TAU)
     seed: int = option(0, help="seeds data, teacher and students")
     progress: bool = option(True, help="no progress bars", flag="--no-progress")
 

@@ -18,6 +18,8 @@ from mobilesam_srw.atomic import atomic_path, write_json
 from mobilesam_srw.cls.config import ClsTrainConfig
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.options import check_options, option
+from mobilesam_srw.srw import MIN_TAU
+from mobilesam_srw.threads import single_threaded
 
 TEACHER, STUDENT = "cnn_digits_teacher", "cnn_digits_student"
 SETTINGS_FILE = "demo.json"
@@ -29,7 +31,7 @@ class ClsDemoConfig:
     out: Path = option(Path("cls_demo_out"), help="output folder (runs/, report.md)")
     seeds: int = option(5, minimum=1, help="students per configuration (seeds 0..N-1)")
     epochs: int = option(20, minimum=1, help="epochs of the teacher and of each student")
-    tau: float = option(ClsTrainConfig.tau, above=0, help="SRW temperature (Eq. 5)")
+    tau: float = option(ClsTrainConfig.tau, minimum=MIN_TAU, help="SRW temperature (Eq. 5)")
     progress: bool = option(True, help="no progress bars", flag="--no-progress")
 
 
@@ -41,6 +43,7 @@ def _spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
+@single_threaded
 def run_demo(config: ClsDemoConfig) -> Path:
     """Train the teacher and every student into ``config.out``; returns the report's path."""
     from mobilesam_srw.cls.config import ClsTrainConfig

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mobilesam_srw.commands.config_args import Subcommand
+from mobilesam_srw.threads import single_threaded
 
 HELP = ("run the whole pipeline on bundled sample photos, with LiteMedSAM's released weights as the teacher "
         "(--teacher tiny: a random tiny SAM)")
@@ -113,6 +114,7 @@ def _stage(name: str, timings: dict[str, tuple[float, float]]):
     return _Timer()
 
 
+@single_threaded
 def run_demo(config: DemoConfig) -> Path:
     """Run every stage into ``config.out``; returns the report's path."""
     from mobilesam_srw.data_prep.sam.precompute import PrecomputeConfig, run_precompute

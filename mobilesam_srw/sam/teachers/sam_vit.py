@@ -19,7 +19,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from mobilesam_srw.atomic import atomic_path
+from mobilesam_srw.atomic import atomic_file, write_failures
 from mobilesam_srw.engine import checkpoint as checkpoint_io
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam.teachers.spec import StateDict, TeacherSpec, load_part
@@ -166,8 +166,8 @@ def tiny_spec(config: SamConfig) -> TeacherSpec:
 
 def save_tiny_teacher(sam: Sam, config: SamConfig, path: Path) -> None:
     """Save a tiny teacher's weights with its config, atomically."""
-    with atomic_path(Path(path)) as temporary:
-        torch.save({"sam_config": dataclasses.asdict(config), "model": sam.state_dict()}, temporary)
+    with write_failures(path), atomic_file(Path(path)) as stream:
+        torch.save({"sam_config": dataclasses.asdict(config), "model": sam.state_dict()}, stream)
 
 
 def sam_config_from_dict(values: dict) -> SamConfig:

@@ -87,6 +87,12 @@ class ShardTeacher:
             from mobilesam_srw.sam.prompt_models import PromptModels as models
         return models.build(decoder, students, device, self.preprocessing)
 
+    @property
+    def sparse_masks(self) -> bool:
+        """Whether eval's exact sparse masks apply: to ``SamPredictor``'s mask path (segment-anything's
+        ``postprocess_masks``), not to SAM 2's predictor, whose masks are upscaled in full."""
+        return self.spec.family != "sam2"
+
     def decoder(self, checkpoint: Path) -> Sam:
         """The teacher's prompt encoder and mask decoder (image encoder never built), for masks from
         stored embeddings and from students' (:func:`~mobilesam_srw.sam.teachers.decoder_from_record`;

@@ -145,6 +145,11 @@ class TeacherSpec:
 def load_part(module: nn.Module, state_dict: StateDict, prefix: str, source: Path | str) -> None:
     """Load the ``prefix`` keys of ``state_dict`` into ``module`` key for key; one line on a mismatch."""
     part = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    expected = module.state_dict()
+    if wrong := [k for k, v in part.items() if k in expected and expected[k].is_floating_point()
+                 and isinstance(v, torch.Tensor) and not v.is_floating_point()]:
+        raise SrwError(f"{source}: {prefix}{wrong[0]} is {part[wrong[0]].dtype}, not floating point (not a file of "
+                       "trained weights)")
     try:
         module.load_state_dict(part, strict=True)
     except RuntimeError as error:
