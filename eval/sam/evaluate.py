@@ -10,10 +10,12 @@ decoder in the teacher's frame. Under torchrun, rank r takes images ``i % world_
 rank 0 merges the results and writes the report.
 
 Masks are compared at the original size, as ``SamPredictor`` makes them. By default (``--masks
-sparse``) the teacher's masks of each batch of prompts are made once for every student, and the
-upscale is computed only along masks' edges (:mod:`~mobilesam_srw.eval.sam.upscale`, bit for bit
-ATen's bilinear kernel, calibrated per image size); ``--masks full`` upscales every mask as
-SamPredictor does (the reference: the same IoUs, several times slower). On the CPU, freed memory is
+sparse``) the teacher's masks of each batch of prompts are made once for every student, the logits
+come from :mod:`~mobilesam_srw.eval.sam.decoder` (SAM's decoder without repeating the image per prompt:
+the same logits to float rounding), and the upscale is computed only along masks' edges
+(:mod:`~mobilesam_srw.eval.sam.upscale`, bit for bit ATen's bilinear kernel, calibrated per image
+size); ``--masks full`` runs SAM's decoder and upscales every mask as SamPredictor does (the reference:
+the same IoUs but for the odd pixel within rounding of 0, mIoU to 1e-6; several times slower). On the CPU, freed memory is
 reused rather than returned to the system (:mod:`~mobilesam_srw.eval.sam.heap`): SAM's decoder then
 spends less time on page faults.
 """
@@ -94,9 +96,10 @@ class EvalConfig:
     limit: int | None = option(None, help="evaluate the first N images only", minimum=1)
     points_per_batch: int = option(64, help="prompts per decoder call", minimum=1)
     masks: str = option("sparse", choices=MASK_PATHS,
-                        help="sparse: the original-size masks computed only along their edges, the teacher's once "
-                             "for every student; full: every mask upscaled as SamPredictor does (the reference: "
-                             "the same IoUs, slower)")
+                        help="sparse: SAM's decoder reordered for many prompts, the original-size masks computed "
+                             "only along their edges, the teacher's once for every student; full: SAM's decoder, "
+                             "every mask upscaled as SamPredictor does (the reference: the same mIoU to 1e-6, "
+                             "slower)")
     device: str = option("auto", help="auto (this rank's GPU if any), cpu, cuda, cuda:N")
     progress: bool = option(True, help="no progress bar", flag="--no-progress")
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from segment_anything.utils.amg import build_point_grid
 
+from mobilesam_srw.eval.sam.decoder import logits_options
 from mobilesam_srw.eval.sam.metrics import match_indices, paired_iou, prompt_quartiles
 from mobilesam_srw.eval.sam.tiles import MaskTiler
 from mobilesam_srw.eval.sam.tiles import paired_iou as tiled_iou
@@ -42,10 +43,13 @@ def _full_batches(teacher: EmbeddingPredictor, students: list[tuple[str, Embeddi
 
 def _tiled_batches(teacher: EmbeddingPredictor, students: list[tuple[str, EmbeddingPredictor]], points: np.ndarray,
                    match: str, batch_size: int, tiler: MaskTiler) -> Iterator[dict[str, torch.Tensor]]:
-    """As :func:`_full_batches`, the masks by the exact sparse upscale; the teacher's tiled once per batch."""
+    """As :func:`_full_batches`, the masks by the exact sparse upscale of the logits of
+    :func:`~mobilesam_srw.eval.sam.decoder.sparse_decoder`; the teacher's tiled once per batch."""
     sizes = teacher.input_size, teacher.original_size
-    streams = {run: predictor.point_logits(points, batch_size=batch_size) for run, predictor in students}
-    for teacher_logits, teacher_scores in teacher.point_logits(points, batch_size=batch_size):
+    streams = {run: predictor.point_logits(points, batch_size=batch_size, **logits_options(predictor))
+               for run, predictor in students}
+    for teacher_logits, teacher_scores in teacher.point_logits(points, batch_size=batch_size,
+                                                               **logits_options(teacher)):
         rows = torch.arange(len(teacher_logits), device=teacher_logits.device)
         channels = teacher_logits.shape[1]  # SamPredictor upscales the 3 masks of a prompt together
         teacher_masks = None

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from mobilesam_srw.eval.sam.decoder import logits_options
 from mobilesam_srw.eval.sam.tiles import MaskTiler, TiledMasks
 from mobilesam_srw.eval.sam.tiles import paired_iou as tiled_iou
 from mobilesam_srw.sam.annotations import InvalidAnnotation, sa1b_annotations
@@ -83,11 +84,12 @@ def _predicted_tiled(predictor: EmbeddingPredictor, boxes: np.ndarray, clicks: n
                      tiler: MaskTiler):
     """As :func:`_predicted`, by the exact sparse upscale: :class:`TiledMasks` of ``n`` masks per batch."""
     sizes = predictor.input_size, predictor.original_size
+    options = logits_options(predictor)
     if prompt == "box":
-        for logits, _ in predictor.box_logits(boxes, batch):
+        for logits, _ in predictor.box_logits(boxes, batch, **options):
             yield tiler(logits[:, 0], *sizes, channels=1)
     else:
-        for logits, scores in predictor.point_logits(clicks, multimask_output=True, batch_size=batch):
+        for logits, scores in predictor.point_logits(clicks, multimask_output=True, batch_size=batch, **options):
             chosen = logits[torch.arange(len(logits)), scores.argmax(dim=1)]
             yield tiler(chosen, *sizes, channels=logits.shape[1])
 

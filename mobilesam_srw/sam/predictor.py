@@ -8,6 +8,8 @@ segment-anything (points, boxes, the automatic generator) runs on them unchanged
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from segment_anything import SamPredictor
@@ -23,6 +25,8 @@ from mobilesam_srw.sam.prompts import prompt_transform
 from mobilesam_srw.sam.student import SamStudent
 from mobilesam_srw.sam.transforms import pad_image
 from mobilesam_srw.shards import ShardSample
+
+MaskDecoderCall = Callable[..., tuple[torch.Tensor, torch.Tensor]]  # MaskDecoder.forward's keywords and outputs
 
 
 class StoredEncoder(nn.Module):
@@ -92,15 +96,17 @@ class EmbeddingPredictor(SamPredictor):
 
     @torch.no_grad()
     def decode(self, point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
-               boxes: torch.Tensor | None = None, multimask_output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+               boxes: torch.Tensor | None = None, multimask_output: bool = True,
+               decoder: MaskDecoderCall | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The low-res mask logits ``[B, M, h, w]`` and predicted IoUs ``[B, M]`` of prompts in the input
         frame: ``SamPredictor.predict_torch``'s prompt encoder and mask decoder calls, before it upscales
-        (its third output, the same numbers; a test pins it)."""
+        (its third output, the same numbers; a test pins it). ``decoder``: called in place of the model's
+        ``mask_decoder``, with its keywords (e.g. eval's sparse decoder, the same numbers to float rounding)."""
         if not self.is_image_set:
             raise RuntimeError("EmbeddingPredictor: call set_embedding before prompting")
         points = (point_coords, point_labels) if point_coords is not None else None
         sparse_embeddings, dense_embeddings = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
-        return self.model.mask_decoder(
+        return (decoder or self.model.mask_decoder)(
             image_embeddings=self.features,
             image_pe=self.model.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse_embeddings,
@@ -118,18 +124,22 @@ class EmbeddingPredictor(SamPredictor):
         return torch.as_tensor(transformed, dtype=torch.float32, device=self.device)
 
     @torch.no_grad()
-    def point_logits(self, points: np.ndarray, multimask_output: bool = True, batch_size: int = 64):
-        """As :meth:`point_batches`, without upscaling: yields low-res logits ``[n, M, h, w]`` and IoUs ``[n, M]``."""
+    def point_logits(self, points: np.ndarray, multimask_output: bool = True, batch_size: int = 64,
+                     decoder: MaskDecoderCall | None = None):
+        """As :meth:`point_batches`, without upscaling: yields low-res logits ``[n, M, h, w]`` and IoUs ``[n, M]``
+        (``decoder``: as :meth:`decode`)."""
         for start in range(0, len(points), batch_size):
             yield self.decode(*self._point_prompts(points[start : start + batch_size]),
-                              multimask_output=multimask_output)
+                              multimask_output=multimask_output, decoder=decoder)
 
     @torch.no_grad()
-    def box_logits(self, boxes: np.ndarray, batch_size: int = 64):
-        """As :meth:`box_batches`, without upscaling: yields low-res logits ``[n, 1, h, w]`` and IoUs ``[n, 1]``."""
+    def box_logits(self, boxes: np.ndarray, batch_size: int = 64,
+                   decoder: MaskDecoderCall | None = None):
+        """As :meth:`box_batches`, without upscaling: yields low-res logits ``[n, 1, h, w]`` and IoUs ``[n, 1]``
+        (``decoder``: as :meth:`decode`)."""
         for start in range(0, len(boxes), batch_size):
             yield self.decode(None, None, boxes=self._box_prompts(boxes[start : start + batch_size]),
-                              multimask_output=False)
+                              multimask_output=False, decoder=decoder)
 
     @torch.no_grad()
     def point_batches(self, points: np.ndarray, multimask_output: bool = True, batch_size: int = 64):
