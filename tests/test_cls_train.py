@@ -246,8 +246,10 @@ def test_classification_trains_in_fp32_as_mdistiller():
 
 @pytest.mark.slow
 def test_bad_input(tmp_path, teacher_file):
+    from conftest import run_in_process
+
     def cls(*args):
-        return run_cli(*args, program="mobilesam_srw.cls")
+        return run_in_process(*args, program="srw-cls")
 
     out = tmp_path / "out"
     base = ["--dataset", "digits", "--student", STUDENT, "--out", out, "--no-progress", "--device", "cpu"]

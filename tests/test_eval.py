@@ -22,7 +22,7 @@ from mobilesam_srw.sam.student import build_student
 from mobilesam_srw.sam.teachers.loading import decoder_sam, prompt_and_decoder
 from mobilesam_srw.sam.teachers.sam_vit import TINY_TEACHER_FILE, load_tiny_teacher
 
-from conftest import assert_one_line_error, free_port, original_images, precompute_tiny, read_all, run_cli
+from conftest import assert_one_line_error, free_port, original_images, precompute_tiny, read_all
 
 
 def test_teacher_masks_equal_sam_predictor_end_to_end(sample_sa1b, tmp_path):
@@ -109,14 +109,16 @@ def test_student_equal_to_teacher_scores_100(tiny_shards):
 
 @pytest.mark.slow
 def test_bad_eval_input(tiny_shards, two_runs, tmp_path):
+    from conftest import run_in_process
+
     out = tmp_path / "report"
-    assert_one_line_error(run_cli("eval", "--shards", tiny_shards, "--student", two_runs[0], "--grid", "0",
+    assert_one_line_error(run_in_process("eval", "--shards", tiny_shards, "--student", two_runs[0], "--grid", "0",
                                   "--out", out), "--grid must be >= 1")
-    assert_one_line_error(run_cli("eval", "--shards", str(tmp_path / "no*.tar"), "--student", two_runs[0],
+    assert_one_line_error(run_in_process("eval", "--shards", str(tmp_path / "no*.tar"), "--student", two_runs[0],
                                   "--out", out), "no shards match")
     wide = tmp_path / "wide"
     checkpoint.save(wide / checkpoint.STUDENT_FILE, checkpoint.student_record(build_student("tinyvit-micro", 512)))
-    assert_one_line_error(run_cli("eval", "--shards", tiny_shards, "--student", wide, "--out", out),
+    assert_one_line_error(run_in_process("eval", "--shards", tiny_shards, "--student", wide, "--out", out),
                           "gives embeddings [256, 32, 32] but the teacher's are [256, 16, 16]")
     assert not out.exists()
 

@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_in_process
 from mobilesam_srw import shards
 from mobilesam_srw.data_prep.sam.run_identity import target_maps_record
 from mobilesam_srw.errors import SrwError
 from mobilesam_srw.sam.sam2_loss import Sam2LossOptions, sam2_terms
+
+from conftest import run_in_process
 
 HAS_SAM2 = importlib.util.find_spec("sam2") is not None
 needs_sam2 = pytest.mark.skipif(not HAS_SAM2, reason='the [sam2] extra is not installed (pip install ".[sam2]")')

@@ -126,20 +126,22 @@ def write_shard(path: Path, embedding: np.ndarray, count: int = 4) -> None:
 
 @pytest.mark.slow
 def test_bad_training_input(tmp_path, tiny_shards):
+    from conftest import run_in_process
+
     out = tmp_path / "out"
-    assert_one_line_error(run_cli("train", "--shards", str(tmp_path / "none*.tar"), *TRAIN_ARGS, "--out", out),
+    assert_one_line_error(run_in_process("train", "--shards", str(tmp_path / "none*.tar"), *TRAIN_ARGS, "--out", out),
                           "no shards match")
-    assert_one_line_error(run_cli("train", "--shards", tiny_shards, *TRAIN_ARGS, "--tau", "0", "--out", out),
+    assert_one_line_error(run_in_process("train", "--shards", tiny_shards, *TRAIN_ARGS, "--tau", "0", "--out", out),
                           "--tau must be")
     (tmp_path / "wide").mkdir()
     write_shard(tmp_path / "wide" / "shard-000000.tar", np.zeros((128, 16, 16), np.float32))
-    assert_one_line_error(run_cli("train", "--shards", tmp_path / "wide", *TRAIN_ARGS, "--out", out),
+    assert_one_line_error(run_in_process("train", "--shards", tmp_path / "wide", *TRAIN_ARGS, "--out", out),
                           "shard embeddings are [128, 16, 16] but student tinyvit-micro outputs [256, 16, 16]")
     (tmp_path / "nan").mkdir()
     write_shard(tmp_path / "nan" / "shard-000000.tar", np.full((256, 16, 16), np.nan, np.float32))
-    result = run_cli("train", "--shards", tmp_path / "nan", *TRAIN_ARGS, "--out", out)
+    result = run_in_process("train", "--shards", tmp_path / "nan", *TRAIN_ARGS, "--out", out)
     assert_one_line_error(result, "loss is nan at step 1; samples: sa_")
-    assert_one_line_error(run_cli("train", "--shards", tiny_shards, *TRAIN_ARGS, "--batch-size", "64", "--out", out),
+    assert_one_line_error(run_in_process("train", "--shards", tiny_shards, *TRAIN_ARGS, "--batch-size", "64", "--out", out),
                           "fewer than one global batch of 64 (--batch-size x ranks x --grad-accum); pass a "
                           "--batch-size of at most 12")
     assert not (out / checkpoint.STUDENT_FILE).exists()
