@@ -334,7 +334,10 @@ def test_sparse_upscale_follows_atens_kernel_choice(threads):
 
     model = SimpleNamespace(postprocess_masks=_postprocess(256), mask_threshold=0.0,
                             image_encoder=SimpleNamespace(img_size=256))
-    logits = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 4
+    import torch.nn.functional as F
+
+    coarse = torch.randn(12, 1, 6, 6, generator=torch.Generator().manual_seed(1)) * 6 + 1
+    logits = F.interpolate(coarse, (64, 64), mode="bilinear")[:, 0].view(4, 3, 64, 64)  # mask-like: sparse path
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -347,6 +350,32 @@ def test_sparse_upscale_follows_atens_kernel_choice(threads):
             assert frame.arithmetic.kernel == ("corners" if threads == 1 and channels == 3 else "nested")
     finally:
         torch.set_num_threads(previous)
+
+
+def test_masks_mostly_of_edges_are_upscaled_in_full(monkeypatch):
+    """A random decoder's noisy masks are edge in nearly every tile: the sparse upscale would compute every
+    pixel slowly, so they are upscaled in full (the same masks); mask-like logits take the sparse path."""
+    import torch.nn.functional as F
+
+    from mobilesam_srw.eval.sam.tiles import MaskTiler, TiledMasks
+
+    model = SimpleNamespace(postprocess_masks=_postprocess(256), mask_threshold=0.0,
+                            image_encoder=SimpleNamespace(img_size=256))
+    generator = torch.Generator().manual_seed(2)
+    noisy = torch.randn(2, 3, 64, 64, generator=generator) * 4
+    smooth = F.interpolate(torch.randn(6, 1, 6, 6, generator=generator) * 6 + 1, (64, 64), mode="bilinear")
+    sparse_calls = []
+    from_logits = TiledMasks.from_logits.__func__
+    monkeypatch.setattr(TiledMasks, "from_logits",
+                        classmethod(lambda cls, *args, **kwargs: sparse_calls.append(1) or from_logits(cls, *args,
+                                                                                                       **kwargs)))
+    tiler = MaskTiler(model)
+    for logits, sparse in ((noisy, False), (smooth.view(2, 3, 64, 64), True)):
+        sparse_calls.clear()
+        expected = model.postprocess_masks(logits, (171, 256), (437, 655)) > 0
+        tiled = tiler(logits, (171, 256), (437, 655), channels=3)
+        assert torch.equal(tiled.to_dense((437, 655)), expected.flatten(0, 1))
+        assert bool(sparse_calls) == sparse
 
 
 def test_fma32_rounds_once():

@@ -20,6 +20,8 @@ from mobilesam_srw.sam.masks import iou_from_counts
 EMPTY, FULL, PARTIAL = 0, 1, 2
 CHUNK_TILES = 1 << 16  # partial tiles computed at once (memory: T*T*4 bytes x this x a few)
 DENSE_CHUNK = 64  # masks upscaled in full at once where no frame calibrates
+# above this share of edge tiles the dense upscale is cheaper (real decoders' masks: ~2%; a random one's: ~99%)
+SPARSE_MAX_EDGE_SHARE = 0.25
 
 
 @dataclass
@@ -76,19 +78,22 @@ class TiledMasks:
         return cls(kind, counts, index, pixels)
 
     @classmethod
-    def from_logits(cls, frame: UpscaleFrame, logits: torch.Tensor, scale: torch.Tensor | None = None) -> "TiledMasks":
+    def from_logits(cls, frame: UpscaleFrame, logits: torch.Tensor, scale: torch.Tensor | None = None,
+                    kind: torch.Tensor | None = None) -> "TiledMasks":
         """``postprocess_masks(logits) > 0`` by tile, without the dense masks.
 
         Args:
             frame: the calibrated frame of these logits.
             logits: ``[M, h, w]`` low-res logits, finite where the frame reads them.
             scale: ``[M]`` each mask's largest ``|logit|`` there (see :meth:`MaskTiler.__call__`).
+            kind: ``frame.footprint_signs(logits)`` when already known.
         """
         logits = logits.float().contiguous()
         if scale is None:
             rows, cols = frame.read_size
             scale = logits[:, :rows, :cols].abs().amax((1, 2))
-        kind = frame.footprint_signs(logits)
+        if kind is None:
+            kind = frame.footprint_signs(logits)
         counts = torch.where(kind == FULL, frame.tile_area().to(kind.device), 0).int()
         masks, tile_rows, tile_cols = (kind == PARTIAL).nonzero(as_tuple=True)
         parts = [frame.tile_positive(logits, masks[start : start + CHUNK_TILES], tile_rows[start : start + CHUNK_TILES],
@@ -136,7 +141,9 @@ class MaskTiler:
     The exact sparse upscale (:class:`~mobilesam_srw.eval.sam.upscale.UpscaleFrame`) where a frame
     calibrates against ``model.postprocess_masks`` on this device, with the channels of the decoder call
     (3 masks per prompt, or 1) and this thread count (ATen's kernel depends on both); else (or with
-    ``dense``, or for non-finite logits) ``postprocess_masks`` in full, then tiled. Frames are kept per size.
+    ``dense``, or for non-finite logits, or when more than :data:`SPARSE_MAX_EDGE_SHARE` of the tiles lie on
+    an edge, as a random decoder's noisy masks do) ``postprocess_masks`` in full, then tiled: the same masks
+    either way. Frames are kept per size.
 
     Args:
         model: the ``Sam`` whose ``postprocess_masks`` and ``mask_threshold`` the masks follow.
@@ -180,7 +187,9 @@ class MaskTiler:
             rows, cols = frame.read_size
             scale = flat[:, :rows, :cols].abs().amax((1, 2))  # NaN or inf where read: ATen's own arithmetic
             if bool(torch.isfinite(scale).all()):
-                return TiledMasks.from_logits(frame, flat, scale)
+                kind = frame.footprint_signs(flat)
+                if (kind == PARTIAL).float().mean().item() <= SPARSE_MAX_EDGE_SHARE:  # else: mostly edges
+                    return TiledMasks.from_logits(frame, flat, scale, kind)
         parts = []
         for start in range(0, len(flat), DENSE_CHUNK):
             part = flat[start : start + DENSE_CHUNK]
