@@ -191,7 +191,14 @@ class MaskTiler:
                 if (kind == PARTIAL).float().mean().item() <= SPARSE_MAX_EDGE_SHARE:  # else: mostly edges
                     return TiledMasks.from_logits(frame, flat, scale, kind)
         parts = []
-        for start in range(0, len(flat), DENSE_CHUNK):
+        if logits.dim() >= 3 and logits.shape[-3] == channels:  # whole calls: upscaled as they are
+            calls = flat.view(-1, channels, *flat.shape[-2:])
+            for start in range(0, len(calls), max(1, DENSE_CHUNK // channels)):
+                masks = self.model.postprocess_masks(calls[start : start + max(1, DENSE_CHUNK // channels)],
+                                                     input_size, original_size).flatten(0, 1)
+                parts.append(TiledMasks.from_dense(masks > self.model.mask_threshold, self.tile))
+            return TiledMasks.concat(parts)
+        for start in range(0, len(flat), DENSE_CHUNK):  # some masks of calls: each in a call of its channels
             part = flat[start : start + DENSE_CHUNK]
             chunk = part.new_zeros(len(part), channels, *part.shape[1:])  # the call's channels: ATen's kernel
             chunk[:, 0] = part
