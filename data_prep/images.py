@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from mobilesam_srw.atomic import FileRefused, read_bounded
 from mobilesam_srw.data_prep.sources import BadSample, ImageLimits
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp")
@@ -59,28 +60,19 @@ def file_problem(path: Path, limits: ImageLimits) -> str | None:
 
 
 def read_file(path: Path, max_bytes: int) -> bytes:
-    """The bytes of a regular file of at most ``max_bytes``; anything else raises :class:`BadSample`.
-
-    The file is opened non-blocking and checked on its descriptor, so a file that became a FIFO
-    after discovery cannot stall a worker.
-    """
+    """The bytes of a regular file of at most ``max_bytes``; anything else raises :class:`BadSample`
+    (:func:`~mobilesam_srw.atomic.read_bounded`: a file that became a FIFO after discovery cannot stall a
+    worker)."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as error:
-        raise BadSample(f"unreadable file: {error.strerror or error}") from None
-    with os.fdopen(descriptor, "rb") as stream:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            raise BadSample(f"not a regular file ({_kind(info.st_mode)})")
-        if info.st_size > max_bytes:
-            raise BadSample(f"oversize file: {info.st_size} bytes > {max_bytes}")
-        try:
-            data = stream.read(max_bytes + 1)
-        except OSError as error:
-            raise BadSample(f"unreadable file: {error.strerror or error}") from None
-    if len(data) > max_bytes:
-        raise BadSample(f"oversize file: more than {max_bytes} bytes")
-    return data
+        return read_bounded(path, max_bytes)
+    except FileRefused as refused:
+        if refused.reason == "not_regular":
+            raise BadSample(f"not a regular file ({_kind(refused.mode)})") from None
+        if refused.reason == "oversize":
+            known = refused.size is not None
+            detail = f"{refused.size} bytes > {max_bytes}" if known else f"more than {max_bytes} bytes"
+            raise BadSample(f"oversize file: {detail}") from None
+        raise BadSample(f"unreadable file: {refused.detail or 'No such file or directory'}") from None
 
 
 def _to_rgb8(image: Image.Image) -> np.ndarray:

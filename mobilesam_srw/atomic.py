@@ -87,30 +87,52 @@ def write_json(path: Path, data: object) -> None:
         stream.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def read_regular(path: Path, max_bytes: int, what: str = "") -> bytes:
-    """The bytes of the regular file at ``path`` of at most ``max_bytes``; a FIFO, a device, a folder or a
-    larger file is refused with one :class:`SrwError` line (opened non-blocking, checked on its descriptor,
-    read with a limit: never a hang, never an unbounded read)."""
-    label = f"{what}: " if what else ""
+class FileRefused(Exception):
+    """Why :func:`read_bounded` read nothing: ``reason`` one of "missing", "unreadable" (``detail`` says
+    why), "not_regular" (``mode`` is the file's), "oversize" (``size`` its size in bytes, or None when it
+    grew past the limit while being read)."""
+
+    def __init__(self, reason: str, detail: str = "", mode: int = 0, size: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.detail, self.mode, self.size = reason, detail, mode, size
+
+
+def read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The bytes of the regular file at ``path`` of at most ``max_bytes``, else :class:`FileRefused`:
+    opened non-blocking (a FIFO never hangs), checked on its descriptor (a file swapped after a check is
+    caught), read with a limit (a file that grows is never read without bound)."""
     try:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise SrwError(f"{label}no such file: {path}") from None
+        raise FileRefused("missing") from None
     except OSError as error:
-        raise SrwError(f"{label}cannot read {path}: {error.strerror or error}") from None
+        raise FileRefused("unreadable", str(error.strerror or error)) from None
     with os.fdopen(descriptor, "rb") as stream:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
-            raise SrwError(f"{label}{path} is not a regular file")
+            raise FileRefused("not_regular", mode=info.st_mode)
         if info.st_size > max_bytes:
-            raise SrwError(f"{label}{path} is larger than {max_bytes} bytes")
+            raise FileRefused("oversize", size=info.st_size)
         try:
             data = stream.read(max_bytes + 1)
         except OSError as error:
-            raise SrwError(f"{label}cannot read {path}: {error.strerror or error}") from None
+            raise FileRefused("unreadable", str(error.strerror or error)) from None
     if len(data) > max_bytes:
-        raise SrwError(f"{label}{path} is larger than {max_bytes} bytes")
+        raise FileRefused("oversize")
     return data
+
+
+def read_regular(path: Path, max_bytes: int, what: str = "") -> bytes:
+    """The bytes of the regular file at ``path`` of at most ``max_bytes``; a FIFO, a device, a folder or a
+    larger file is refused with one :class:`SrwError` line (:func:`read_bounded`)."""
+    label = f"{what}: " if what else ""
+    try:
+        return read_bounded(path, max_bytes)
+    except FileRefused as refused:
+        reason = {"missing": f"no such file: {path}", "unreadable": f"cannot read {path}: {refused.detail}",
+                  "not_regular": f"{path} is not a regular file",
+                  "oversize": f"{path} is larger than {max_bytes} bytes"}[refused.reason]
+        raise SrwError(label + reason) from None
 
 
 def read_json(path: Path, max_bytes: int = MAX_JSON_BYTES) -> object:
