@@ -11,6 +11,7 @@ they are links. Inputs read as JSON come only from regular files of a bounded si
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -85,6 +86,17 @@ def write_failures(path: Path) -> Iterator[None]:
 def write_json(path: Path, data: object) -> None:
     with write_failures(path), atomic_file(path, "w") as stream:
         stream.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def open_unlinked(path: Path, flags: int, mode: int = 0o666) -> int:
+    """``os.open(path, flags | O_NOFOLLOW | O_CLOEXEC, mode)``: a link planted at ``path`` is refused with
+    one :class:`SrwError` line instead of being written through; other errors propagate."""
+    try:
+        return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), mode)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise SrwError(f"{path} is a link; refusing to write through it (remove it)") from None
+        raise
 
 
 class FileRefused(Exception):

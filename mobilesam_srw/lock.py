@@ -17,7 +17,6 @@ killed job's folder is free at once.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import signal
@@ -25,6 +24,7 @@ import stat
 from pathlib import Path
 from typing import Iterator
 
+from mobilesam_srw.atomic import open_unlinked
 from mobilesam_srw.distributed import DistributedContext
 from mobilesam_srw.errors import SrwError
 
@@ -34,13 +34,7 @@ _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def _open_lock_file(path: Path) -> int:
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        descriptor = os.open(path, flags | getattr(os, "O_NONBLOCK", 0), 0o644)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise SrwError(f"{path} is a link; refusing to follow it (remove it)") from None
-        raise
+    descriptor = open_unlinked(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NONBLOCK", 0), 0o644)
     info = os.fstat(descriptor)
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(descriptor)

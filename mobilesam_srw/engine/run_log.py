@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from pathlib import Path
 
-from mobilesam_srw.atomic import atomic_file, output_subfolder
-from mobilesam_srw.errors import SrwError
+from mobilesam_srw.atomic import atomic_file, open_unlinked, output_subfolder
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -31,13 +29,7 @@ def _cut_back(path: Path, step: int) -> None:
 
 def _open_log(path: Path, append: bool):
     """``path`` opened for appending (or anew), never through a link planted at its name."""
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC) | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        descriptor = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o666)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise SrwError(f"{path} is a link; refusing to write through it (remove it)") from None
-        raise
+    descriptor = open_unlinked(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC))
     return os.fdopen(descriptor, "a" if append else "w")
 
 
